@@ -1,0 +1,28 @@
+"""dlsec: a security toolkit for deep-learning models.
+
+The first pillar attacks a model with the strongest known methods and measures honestly how robust it is::
+
+    from dlsec.attacks import PGD
+    result = PGD(norm="linf", eps=0.1, steps=50)(model, x, y)
+
+    import dlsec
+    report = dlsec.evaluate(model, x, y, norm="linf", eps=0.1)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "evaluate"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dlsec.evaluation import EvalResult
+
+
+def evaluate(model: Any, x: Any, y: Any, **kwargs: Any) -> EvalResult:
+    """Run the robust-accuracy protocol; see :func:`dlsec.evaluation.evaluate`."""
+    from dlsec.evaluation import evaluate as _evaluate
+
+    return _evaluate(model, x, y, **kwargs)
