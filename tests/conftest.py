@@ -90,3 +90,11 @@ def robust_model(_robust_state: dict[str, torch.Tensor]) -> nn.Module:
     model = TinyCNN()
     model.load_state_dict(_robust_state)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_session(_tiny_state: dict[str, torch.Tensor]) -> nn.Module:
+    """One shared copy of the standard tiny CNN, for property tests that run many examples (read-only)."""
+    model = TinyCNN()
+    model.load_state_dict(_tiny_state)
+    return model.eval()

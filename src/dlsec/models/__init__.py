@@ -8,7 +8,7 @@ from torch import nn
 from dlsec.errors import ModelError
 from dlsec.models.demo import DEFAULT_DEMO, DEMO_MODELS, DigitsCNN, load_demo
 from dlsec.models.loading import inspect_pt2, load_model, load_weights
-from dlsec.models.runtime import QueryCounter, attack_mode, device_of
+from dlsec.models.runtime import QueryCounter, attack_mode, device_of, to_device
 
 __all__ = [
     "DEFAULT_DEMO",
@@ -23,6 +23,7 @@ __all__ = [
     "load_model",
     "load_weights",
     "predict",
+    "to_device",
 ]
 
 

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,8 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def _load_factory(spec: str, weights: str | os.PathLike[str] | None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: the user's own package, from where they run dlsec
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -78,3 +78,16 @@ class QueryCounter(nn.Module):
             self.backwards += n
 
         return hook
+
+
+def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """Move a model to ``device``; a clear error for a device torch does not have."""
+    from dlsec.errors import ConfigError
+
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} is not available (no CUDA)")
+        return model.to(dev)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot use device {device!r}: {exc}") from exc

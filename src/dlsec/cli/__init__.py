@@ -1,0 +1,58 @@
+"""The ``dlsec`` command: one subcommand per pillar; exit codes come from exception classes.
+
+0 ok, 1 findings, 2 error (bad input: one line on stderr, never a traceback), 3 nothing scanned.
+Set ``DLSEC_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from dlsec import __version__
+from dlsec.cli.attack import attack, attacks
+from dlsec.cli.common import err_console
+from dlsec.cli.evaluate import checks, evaluate
+from dlsec.errors import DlsecError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dlsec")
+def cli() -> None:
+    """dlsec: security toolkit for deep-learning models."""
+
+
+cli.add_command(evaluate)
+cli.add_command(attack)
+cli.add_command(attacks)
+cli.add_command(checks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn errors into one line and an exit status."""
+    try:
+        rv = cli.main(args=argv, prog_name="dlsec", standalone_mode=False)
+    except DlsecError as exc:
+        err_console.print(f"dlsec: error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("dlsec: aborted", markup=False)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("DLSEC_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()
+        err_console.print(
+            f"dlsec: error: {type(exc).__name__}: {first[0] if first else ''} (set DLSEC_DEBUG=1 for details)",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
