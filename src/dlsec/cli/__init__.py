@@ -13,7 +13,6 @@ import click
 
 from dlsec import __version__
 from dlsec.cli.attack import attack, attacks
-from dlsec.cli.common import err_console
 from dlsec.cli.evaluate import checks, evaluate
 from dlsec.errors import DlsecError
 
@@ -30,15 +29,20 @@ cli.add_command(attacks)
 cli.add_command(checks)
 
 
+def _error(message: str) -> None:
+    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
+    click.echo(" ".join(message.split()), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn errors into one line and an exit status."""
     try:
         rv = cli.main(args=argv, prog_name="dlsec", standalone_mode=False)
     except DlsecError as exc:
-        err_console.print(f"dlsec: error: {exc}", markup=False, highlight=False)
+        _error(f"dlsec: error: {exc}")
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        err_console.print("dlsec: aborted", markup=False)
+        _error("dlsec: aborted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -49,10 +53,6 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("DLSEC_DEBUG"):
             raise
         first = str(exc).strip().splitlines()
-        err_console.print(
-            f"dlsec: error: {type(exc).__name__}: {first[0] if first else ''} (set DLSEC_DEBUG=1 for details)",
-            markup=False,
-            highlight=False,
-        )
+        _error(f"dlsec: error: {type(exc).__name__}: {first[0] if first else ''} (set DLSEC_DEBUG=1 for details)")
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -9,7 +9,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dlsec.cli.common import console, err_console, load_inputs, model_options, parse_eps, parse_norm
 from dlsec.errors import ConfigError
-from dlsec.evaluation import CHECKS, DEFAULT_CASCADE, evaluate as run_evaluation
+from dlsec.evaluation import CHECKS, DEFAULT_CASCADE
+from dlsec.evaluation import evaluate as run_evaluation
 from dlsec.reports import dumps, render_eval, write_report
 
 DEMO_EPS = 0.1

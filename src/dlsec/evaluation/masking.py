@@ -167,7 +167,7 @@ def check_curve(points: Sequence[CurvePoint], n: int) -> CheckResult:
     """Fires when a fixed-budget attack's robust accuracy rises with epsilon by more than one point's worth."""
     pts = sorted(points, key=lambda p: p.eps)
     tol = 1.0 / max(n, 1) + 1e-9
-    rises = [(a, b) for a, b in zip(pts, pts[1:]) if b.robust_accuracy > a.robust_accuracy + tol]
+    rises = [(a, b) for a, b in zip(pts, pts[1:], strict=False) if b.robust_accuracy > a.robust_accuracy + tol]
     detail = (
         "; ".join(
             f"{a.robust_accuracy:.1%} at eps {a.eps:.4g} but {b.robust_accuracy:.1%} at eps {b.eps:.4g}"

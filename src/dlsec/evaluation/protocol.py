@@ -32,7 +32,8 @@ Builder = Callable[[str, float, int], Attack]
 
 def _stage(name: str, **params: Any) -> Builder:
     def build(norm: str, eps: float, seed: int) -> Attack:
-        return get_attack(name)(norm=norm, eps=eps, seed=seed, **params)
+        cls: Any = get_attack(name)
+        return cls(norm=norm, eps=eps, seed=seed, **params)
 
     return build
 
@@ -55,7 +56,8 @@ def build_stage(name: str, norm: str, eps: float, seed: int) -> Attack:
     """The attack for cascade stage ``name``."""
     if name in STAGES:
         return STAGES[name](norm, eps, seed)
-    return get_attack(name)(norm=norm, eps=eps, seed=seed)
+    cls: Any = get_attack(name)
+    return cls(norm=norm, eps=eps, seed=seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +161,8 @@ def evaluate(
         say(f"{mn_name} distances")
         idx = correct.nonzero().squeeze(1)
         if idx.numel():
-            mn = get_attack(mn_name)(norm=proto.norm, seed=proto.seed, steps=proto.min_norm_steps)
+            mn_cls: Any = get_attack(mn_name)
+            mn = mn_cls(norm=proto.norm, seed=proto.seed, steps=proto.min_norm_steps)
             res = mn(model, x[idx], y[idx])
             distances[idx] = res.distances()
             checks.append(masking.check_unbounded(res.success, mn_name))
@@ -224,7 +227,8 @@ def _fixed_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, proto: Prot
         e = base * m
         if proto.norm == "linf":
             e = min(e, 1.0)
-        attack = get_attack("apgd")(norm=proto.norm, eps=e, seed=proto.seed, steps=proto.curve_steps, loss="ce")
+        apgd: Any = get_attack("apgd")
+        attack = apgd(norm=proto.norm, eps=e, seed=proto.seed, steps=proto.curve_steps, loss="ce")
         res = attack(model, x, y)
         out.append(CurvePoint(e, 1.0 - res.success_rate, "apgd-ce"))
     return out

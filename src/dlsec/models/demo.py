@@ -49,7 +49,7 @@ def load_demo(name: str = DEFAULT_DEMO) -> nn.Module:
 
     if name not in DEMO_MODELS:
         raise ModelError(f"unknown demo model {name!r}; choose from {', '.join(DEMO_MODELS)}")
-    ref = resources.files("dlsec.models").joinpath("weights", DEMO_MODELS[name])
+    ref = resources.files("dlsec.models").joinpath("weights").joinpath(DEMO_MODELS[name])
     with resources.as_file(ref) as path:
         state = load_file(str(path))
     model = DigitsCNN()

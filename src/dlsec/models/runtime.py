@@ -11,10 +11,10 @@ from torch import nn
 
 def device_of(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a parameter-free model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -55,6 +55,10 @@ class QueryCounter(nn.Module):
 
     ``forwards`` grows by the batch size of each call; ``backwards`` by the batch size of each gradient that
     flows back into the logits. The wrapped model is not copied.
+
+    A model whose output is cut from its input (a NumPy round-trip, a ``detach``) has no input gradient; its
+    output is then joined to the input with weight zero, so gradient attacks see a zero gradient and fail
+    honestly instead of crashing, and ``cut_graph`` is set for the masking checks.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -62,6 +66,7 @@ class QueryCounter(nn.Module):
         self.model = model
         self.forwards = 0
         self.backwards = 0
+        self.cut_graph = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -69,6 +74,9 @@ class QueryCounter(nn.Module):
             out = out[0]
         n = int(x.shape[0])
         self.forwards += n
+        if torch.is_grad_enabled() and x.requires_grad and not out.requires_grad:
+            self.cut_graph = True
+            out = out + 0.0 * x.sum()
         if out.requires_grad:
             out.register_hook(self._count_backward(n))
         return out
