@@ -71,12 +71,17 @@ def _tiny_state() -> dict[str, torch.Tensor]:
     return train_tiny().state_dict()
 
 
+def fresh(state: dict[str, torch.Tensor]) -> nn.Module:
+    """A new :class:`TinyCNN` with a copy of ``state``, in eval mode."""
+    model = TinyCNN()
+    model.load_state_dict(state)
+    return model.eval()
+
+
 @pytest.fixture()
 def tiny_model(_tiny_state: dict[str, torch.Tensor]) -> nn.Module:
     """A fresh copy of the standard tiny CNN (about 97% clean accuracy), in eval mode."""
-    model = TinyCNN()
-    model.load_state_dict(_tiny_state)
-    return model.eval()
+    return fresh(_tiny_state)
 
 
 @pytest.fixture(scope="session")
@@ -87,22 +92,16 @@ def _robust_state() -> dict[str, torch.Tensor]:
 @pytest.fixture()
 def robust_model(_robust_state: dict[str, torch.Tensor]) -> nn.Module:
     """A fresh copy of a tiny CNN adversarially trained (FGSM-RS, Linf 0.1), in eval mode."""
-    model = TinyCNN()
-    model.load_state_dict(_robust_state)
-    return model.eval()
+    return fresh(_robust_state)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_session(_tiny_state: dict[str, torch.Tensor]) -> nn.Module:
     """One shared copy of the standard tiny CNN, for property tests that run many examples (read-only)."""
-    model = TinyCNN()
-    model.load_state_dict(_tiny_state)
-    return model.eval()
+    return fresh(_tiny_state)
 
 
 @pytest.fixture(scope="session")
 def robust_model_session(_robust_state: dict[str, torch.Tensor]) -> nn.Module:
     """One shared copy of the adversarially trained tiny CNN (read-only use)."""
-    model = TinyCNN()
-    model.load_state_dict(_robust_state)
-    return model.eval()
+    return fresh(_robust_state)

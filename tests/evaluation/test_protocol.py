@@ -77,3 +77,14 @@ def test_not_a_classifier_rejected(digits_test) -> None:
 
     with pytest.raises(ModelError, match="not a classifier"):
         evaluate(not_a_classifier(), digits_test.x[:4], digits_test.y[:4], eps=0.1)
+
+
+def test_stage_presets_carry_their_budgets() -> None:
+    from dlsec.evaluation import build_stage
+
+    assert build_stage("apgd-t", "linf", 0.1, 0).n_target_classes == 3
+    assert build_stage("apgd-t9", "linf", 0.1, 0).n_target_classes == 9
+    assert build_stage("square", "l2", 0.5, 0).queries == 1000
+    assert build_stage("square-5000", "l2", 0.5, 0).queries == 5000
+    assert build_stage("apgd-dlr", "linf", 0.1, 0).loss == "dlr"
+    assert build_stage("pgd", "linf", 0.1, 0).steps == 50

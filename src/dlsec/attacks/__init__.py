@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dlsec.attacks.apgd import APGD, APGDT
 from dlsec.attacks.base import REGISTRY, Attack, AttackResult, Context, get_attack, param
+from dlsec.attacks.cw import CarliniWagnerL2
 from dlsec.attacks.ddn import DDN
+from dlsec.attacks.deepfool import DeepFool
 from dlsec.attacks.fgsm import FGSM
 from dlsec.attacks.fmn import FMN
 from dlsec.attacks.pgd import PGD
@@ -18,6 +20,8 @@ __all__ = [
     "APGD",
     "APGDT",
     "DDN",
+    "CarliniWagnerL2",
+    "DeepFool",
     "FGSM",
     "FMN",
     "PGD",

@@ -31,7 +31,12 @@ from dlsec.data import validate
 from dlsec.errors import ConfigError, InputError
 from dlsec.models import QueryCounter, attack_mode, device_of
 
-__all__ = ["Attack", "AttackResult", "Context", "REGISTRY", "get_attack", "param"]
+__all__ = ["MARGIN_TOL", "Attack", "AttackResult", "Context", "REGISTRY", "get_attack", "param"]
+
+MARGIN_TOL = 1e-5
+"""A minimum-norm attack records a point as adversarial only when it clears the boundary by this much, relative to
+its largest logit: a point on the boundary itself could flip when the base re-checks it in a batch of another size
+(float noise is about 1e-6)."""
 
 REGISTRY: dict[str, type[Attack]] = {}
 """Every attack by its registered name."""
@@ -104,6 +109,11 @@ class Context:
         if target is not None and self.targeted:
             return -margin(logits, target)
         return margin(logits, y)
+
+    def clearly_adv(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Adversarial by more than float noise: the margin is below ``-MARGIN_TOL * (1 + max_j |z_j|)``."""
+        tol = MARGIN_TOL * (1 + logits.abs().amax(dim=1))
+        return self.is_adv(logits, y, target) & (self.adv_margin(logits, y, target) < -tol)
 
     def rand(self, *shape: int, like: torch.Tensor) -> torch.Tensor:
         """Uniform [0, 1) noise from the attack's own generator."""
@@ -200,7 +210,7 @@ class Attack(ABC):
             ctx = Context(model=counter, generator=gen, targeted=self.targeted, num_classes=k)
             x_adv = xd.clone()
             todo = (~ctx.is_adv(logits, yd, td)).nonzero().squeeze(1)
-            for chunk in todo.split(self.batch_size):
+            for chunk in todo.split(self.batch_size) if todo.numel() else ():
                 tc = td[chunk] if td is not None else None
                 with torch.set_grad_enabled(not self.gradient_free):
                     out = self.run(ctx, xd[chunk], yd[chunk], tc)
