@@ -11,6 +11,7 @@ from dlsec.cli.common import console, err_console, load_inputs, model_options, p
 from dlsec.errors import ConfigError
 from dlsec.evaluation import CHECKS, DEFAULT_CASCADE
 from dlsec.evaluation import evaluate as run_evaluation
+from dlsec.models import DEFAULT_DEMO
 from dlsec.reports import dumps, render_eval, write_report
 
 DEMO_EPS = 0.1
@@ -42,7 +43,7 @@ def evaluate(
 ) -> None:
     """Measure clean and robust accuracy under a cascade of attacks, with gradient-masking checks."""
     if demo:
-        model_spec = model_spec or "demo"
+        model_spec = model_spec or f"demo:{DEFAULT_DEMO}"
         eps = DEMO_EPS if eps is None else eps
         limit = DEMO_LIMIT if limit is None else limit
     norm = parse_norm(norm)
