@@ -118,21 +118,6 @@ def test_deterministic_given_seed(cls, robust_model, small_batch) -> None:
     assert not torch.equal(a.x_adv, c.x_adv)  # the random start depends on the seed
 
 
-@pytest.mark.parametrize("cls", [APGD, APGDT])
-def test_model_untouched(cls, robust_model, small_batch) -> None:
-    x, y = small_batch
-    before = {k: v.clone() for k, v in robust_model.state_dict().items()}
-    robust_model.train()
-    extra = {"n_target_classes": 2} if cls is APGDT else {}
-    cls(norm="l2", eps=1.0, steps=10, **extra)(robust_model, x, y)
-    assert all(m.training for m in robust_model.modules())
-    assert all(p.requires_grad for p in robust_model.parameters())
-    assert all(p.grad is None for p in robust_model.parameters())
-    after = robust_model.state_dict()
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-
-
 def test_dlr_usable_with_few_classes(tiny_model, digits_test) -> None:
     for k in (2, 3):
         model = FirstLogits(tiny_model, k)

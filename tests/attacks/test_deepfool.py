@@ -54,28 +54,6 @@ def test_eps_only_bounds_the_result(tiny_model, small_batch, norm, eps):
     assert (bounded.success >= within).all()
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_batch_equals_rows(tiny_model, small_batch, norm):
-    x, y = small_batch[0][:8], small_batch[1][:8]
-    attack = DeepFool(norm=norm)
-    batch = attack(tiny_model, x, y)
-    rows = [attack(tiny_model, x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
-    assert torch.equal(batch.success, torch.cat([r.success for r in rows]))
-    assert torch.allclose(batch.x_adv, torch.cat([r.x_adv for r in rows]), atol=1e-4)
-
-
-def test_deterministic_and_model_untouched(tiny_model, small_batch):
-    x, y = small_batch
-    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    tiny_model.train()
-    a = DeepFool(norm="l2")(tiny_model, x, y)
-    b = DeepFool(norm="l2")(tiny_model, x, y)
-    assert torch.equal(a.x_adv, b.x_adv)
-    assert all(m.training for m in tiny_model.modules())
-    assert all(p.requires_grad for p in tiny_model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
-
-
 def test_robust_model_needs_larger_perturbations(tiny_model, robust_model, small_batch):
     x, y = small_batch
     plain = DeepFool(norm="linf")(tiny_model, x, y)

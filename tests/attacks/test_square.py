@@ -90,17 +90,6 @@ def test_deterministic_given_seed(norm, robust_model, small_batch) -> None:
     assert not torch.equal(a.x_adv, c.x_adv)
 
 
-def test_model_untouched(robust_model, small_batch) -> None:
-    x, y = small_batch
-    before = {k: v.clone() for k, v in robust_model.state_dict().items()}
-    robust_model.train()
-    Square(norm="l2", eps=0.5, queries=50)(robust_model, x, y)
-    assert all(m.training for m in robust_model.modules())
-    assert all(p.requires_grad for p in robust_model.parameters())
-    after = robust_model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-
-
 def test_stronger_with_more_queries(robust_model, small_batch) -> None:
     x, y = small_batch
     few = Square(norm="linf", eps=0.1, queries=20)(robust_model, x, y)
