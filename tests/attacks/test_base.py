@@ -142,3 +142,10 @@ def test_targeted_needs_targets(tiny_model, small_batch) -> None:
         PGD(eps=0.1, targeted=True)(tiny_model, x, y)
     with pytest.raises(InputError, match="untargeted"):
         PGD(eps=0.1)(tiny_model, x, y, target=y)
+
+
+def test_norms_of_an_empty_batch() -> None:
+    from dlsec.attacks.ops import lp_norm
+
+    for norm in ("linf", "l2"):
+        assert lp_norm(torch.zeros(0, 1, 8, 8), norm).shape == (0,)

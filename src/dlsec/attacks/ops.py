@@ -8,8 +8,8 @@ NORMS = ("linf", "l2")
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:
-    """``(N, ...)`` to ``(N, D)`` without copying where possible."""
-    return t.reshape(t.shape[0], -1)
+    """``(N, ...)`` to ``(N, D)`` without copying where possible (also for ``N = 0``)."""
+    return t.flatten(1) if t.dim() > 1 else t.reshape(-1, 1)
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
