@@ -97,3 +97,12 @@ def test_unknown_spec_and_missing_files(tmp_path: Path) -> None:
 def test_validate_checks_label_range() -> None:
     with pytest.raises(DataError, match="out of range"):
         validate(torch.zeros(2, 1, 2, 2), torch.tensor([0, 10]), num_classes=10)
+
+
+def test_torchvision_spec_without_torchvision_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    with pytest.raises(DataError, match="needs torchvision"):
+        load_data("torchvision:MNIST:/nowhere")
