@@ -43,7 +43,7 @@ def test_help_lists_subcommands(capsys) -> None:
 
 def test_attacks_and_checks_are_listed(capsys) -> None:
     code, out, _ = run(capsys, "attacks")
-    assert code == 0 and "apgd-t" in out and "square" in out and "fmn" in out
+    assert code == 0 and "apgd-t" in out and "square" in out and "fmn" in out and "apgd-t9" in out
     code, out, _ = run(capsys, "checks")
     assert code == 0 and "black_box_beats_white_box" in out
 

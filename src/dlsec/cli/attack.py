@@ -11,6 +11,7 @@ import numpy as np
 from dlsec.attacks import REGISTRY, get_attack
 from dlsec.cli.common import console, load_inputs, model_options, parse_eps, parse_norm
 from dlsec.errors import ConfigError
+from dlsec.evaluation import STAGES
 from dlsec.reports import render_attack
 
 
@@ -68,3 +69,5 @@ def attacks() -> None:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else ""
             console.print(f"    {f.name}={default!r}  {f.metadata.get('doc', '')}", highlight=False)
+    presets = ", ".join(STAGES)
+    console.print(f"Cascade stages for `dlsec evaluate --attacks` (presets, besides every name above): {presets}")
