@@ -72,7 +72,7 @@ def attacks(x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, Callable[[nn.Mo
     out["dlsec DDN (100 steps)"] = dl(DDN(steps=100, batch_size=n))
     for name, module, label, kw in (
         ("cw-l2", "cw", "5 x 20", dict(binary_search_steps=5, steps=20)),
-        ("cw-l2", "cw", "9 x 100, its defaults", {}),
+        ("cw-l2", "cw", "9 x 100", dict(binary_search_steps=9, steps=100)),
         ("deepfool", "deepfool", "50 x 10", dict(steps=50, candidates=10)),
     ):
         try:

@@ -18,13 +18,15 @@ Samples are batched, each with its own ``c`` and its own Adam state; ``eps``, wh
 
 Short rounds leave saturated pixels where they are: a pixel at exactly 0 or 1 starts at ``w = -+7.25`` (the
 ``atanh(+-0.999999)`` of the original code), where ``tanh`` is flat, and 100 Adam steps of 0.01 move ``w`` by
-about 1. On 8x8 digits, where over half the pixels are 0, the defaults (9 x 100) break 95% of the first 200 test
-points of the tests' tiny CNN (median L2 0.64, as foolbox's ``L2CarliniWagnerAttack``); longer rounds
-(``steps=1000``) break all of them with a median of 0.50.
+about 1. So the default is 1000 steps per round (the original code allows up to 10,000; early abort stops most
+rounds sooner). With 100 steps, on 8x8 digits where over half the pixels are 0, 9 rounds break 95% of the first 200
+test points of the tests' tiny CNN (median L2 0.64, as foolbox's ``L2CarliniWagnerAttack``); with 1000 all of them
+(median 0.50). On 40 MNIST test points of a standard CNN, 100 steps broke 22.5% and 1000 steps 100% (median L2
+1.580, FMN's 1.579) at about 6,300 gradients per point: C&W is thorough but slow; FMN is the fast choice.
 
 Shapes: ``x`` (N, C, H, W) in [0, 1], ``y`` (N,), ``target`` (N,) when targeted. Example::
 
-    result = CarliniWagnerL2(binary_search_steps=9, steps=100)(model, x, y)
+    result = CarliniWagnerL2(binary_search_steps=9, steps=1000)(model, x, y)
     result.distances().median()
 """
 
@@ -49,7 +51,7 @@ class CarliniWagnerL2(Attack):
 
     norm: str = param("l2", choices=("l2",), doc="threat model: l2 only")
     binary_search_steps: int = param(9, ge=1, doc="rounds of the binary search over the constant c")
-    steps: int = param(100, ge=1, doc="Adam iterations per round")
+    steps: int = param(1000, ge=1, doc="Adam iterations per round (early abort stops most rounds sooner)")
     lr: float = param(0.01, gt=0.0, doc="Adam learning rate (on w, in tanh space)")
     initial_const: float = param(1e-3, gt=0.0, doc="c in the first round")
     confidence: float = param(0.0, ge=0.0, doc="kappa: the margin required beyond the decision boundary")
