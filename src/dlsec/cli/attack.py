@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from dlsec.attacks import REGISTRY, get_attack
-from dlsec.cli.common import console, load_inputs, model_options, parse_eps, parse_norm
+from dlsec.cli.common import console, err_console, load_inputs, model_options, parse_eps, parse_norm
 from dlsec.errors import ConfigError
 from dlsec.evaluation import STAGES
 from dlsec.reports import render_attack
@@ -45,7 +45,8 @@ def attack(
         params["steps"] = steps
     atk = cls(**params)  # type: ignore[arg-type]
     model, data = load_inputs(model_spec, weights, data_spec, limit, device, threads)
-    result = atk(model, data.x, data.y)
+    with err_console.status(f"{attack_name} on {len(data.x)} points"):
+        result = atk(model, data.x, data.y)
     np.savez(
         out,
         x_adv=result.x_adv.cpu().numpy(),
