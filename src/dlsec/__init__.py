@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate"]
+__all__ = ["__version__", "evaluate", "safe_load"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from dlsec.evaluation import EvalResult
@@ -26,3 +26,10 @@ def evaluate(model: Any, x: Any, y: Any, **kwargs: Any) -> EvalResult:
     from dlsec.evaluation import evaluate as _evaluate
 
     return _evaluate(model, x, y, **kwargs)
+
+
+def safe_load(path: Any, map_location: Any = None, *, strict: bool = False) -> Any:
+    """Load a torch checkpoint only after a clean scan; see :func:`dlsec.scan.safe_load.safe_load`."""
+    from dlsec.scan.safe_load import safe_load as _safe_load
+
+    return _safe_load(path, map_location, strict=strict)

@@ -14,6 +14,7 @@ import click
 from dlsec import __version__
 from dlsec.cli.attack import attack, attacks
 from dlsec.cli.evaluate import checks, evaluate
+from dlsec.cli.scan import scan
 from dlsec.errors import DlsecError
 
 
@@ -27,6 +28,7 @@ cli.add_command(evaluate)
 cli.add_command(attack)
 cli.add_command(attacks)
 cli.add_command(checks)
+cli.add_command(scan)
 
 
 def _error(message: str) -> None:

@@ -1,0 +1,339 @@
+"""The scanning engine: one scanner per format, registered by name; the base enforces fail-closed.
+
+A scanner writes only :meth:`Scanner.scan`. :meth:`Scanner.__call__` turns any exception or limit hit into a
+:class:`ScanError` for that file or member, so a file that cannot be parsed is never reported clean. Containers
+(zip, gzip, bz2, xz, zlib) hand their members back to :meth:`Context.dispatch`, which identifies each by content.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import os
+import re
+import struct
+import zipfile
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar, cast
+
+from dlsec.scan.identify import Stream, read_head, sniff
+from dlsec.scan.results import Finding, ScanError, Severity, Skipped
+
+__all__ = ["SCANNERS", "Context", "Limits", "Scanner", "ScanLimitError"]
+
+SCANNERS: dict[str, Scanner] = {}
+"""Each scanner by the format name it handles (see :func:`dlsec.scan.identify.sniff`)."""
+
+
+class ScanLimitError(Exception):
+    """A limit of :class:`Limits` was hit: reported as an error, never clean."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one scan reads."""
+
+    max_depth: int = 6
+    max_members: int = 100_000
+    max_member_bytes: int = 64 << 30
+    max_ratio: float = 1000.0
+    max_opcodes: int = 50_000_000
+
+
+@dataclass
+class Context:
+    """One file's scan: where findings go, how deep in containers we are, and the limits."""
+
+    path: str
+    strict: bool = False
+    limits: Limits = field(default_factory=Limits)
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[ScanError] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    depth: int = 0
+    members: int = 0
+
+    def finding(self, member: str, offset: int | None, severity: Severity, rule: str, message: str) -> None:
+        """Record a finding."""
+        self.findings.append(Finding(self.path, member, offset, severity, rule, message))
+
+    def error(self, member: str, message: str) -> None:
+        """Record an error: this part of the file was not fully checked."""
+        self.errors.append(ScanError(self.path, member, message))
+
+    def dispatch(self, f: Stream, member: str, *, top: bool = False) -> bool:
+        """Identify ``f`` by content and scan it; False when no scanner knows the format."""
+        if self.depth > self.limits.max_depth:
+            self.error(member, f"nested deeper than {self.limits.max_depth} containers")
+            return True
+        kind = sniff(read_head(f))
+        scanner = SCANNERS.get(kind)
+        if scanner is None:
+            if top:
+                self.skipped.append(Skipped(self.path, f"format not supported by the scanner: {kind}"))
+            return False
+        self.depth += 1
+        try:
+            scanner(self, f, member)
+        finally:
+            self.depth -= 1
+        return True
+
+
+class Scanner(ABC):
+    """Base of every format scanner; subclasses set ``formats`` and write :meth:`scan`."""
+
+    formats: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must not override Scanner.__call__; write scan() instead")
+        for fmt in cls.formats:
+            SCANNERS[fmt] = cls()
+
+    @abstractmethod
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        """Report findings and errors for the stream ``f`` (at its start) into ``ctx``."""
+
+    def __call__(self, ctx: Context, f: Stream, member: str) -> None:
+        """Fail closed: any exception becomes an error for this member, never a clean result."""
+        try:
+            self.scan(ctx, f, member)
+        except ScanLimitError as exc:
+            ctx.error(member, f"limit hit: {exc}")
+        except Exception as exc:  # a parser bug or a hostile file must not end the whole scan
+            ctx.error(member, f"{type(exc).__name__}: {exc}")
+
+
+def _severity(verdict: str, strict: bool) -> Severity | None:
+    if verdict == "dangerous":
+        return Severity.CRITICAL
+    if verdict == "unknown":
+        return Severity.CRITICAL if strict else Severity.MEDIUM
+    return None
+
+
+class PickleScanner(Scanner):
+    """Pickle streams (protocols 0-5), several in a row (torch's legacy format): imports judged, never run."""
+
+    formats = ("pickle", "pickle0")
+
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        from dlsec.scan.pickle import analyze_pickles
+
+        candidate = sniff(read_head(f)) == "pickle0"
+        analyses = analyze_pickles(cast(BinaryIO, f), max_opcodes=ctx.limits.max_opcodes)
+        for i, a in enumerate(analyses):
+            for call in a.calls:
+                sev = _severity(call.verdict, ctx.strict)
+                if sev is not None:
+                    ctx.finding(
+                        member, call.offset, sev, f"pickle-{call.verdict}-import",
+                        f"{call.opcode} imports {call.module}.{call.name}: {call.reason}",
+                    )  # fmt: skip
+            if a.error:
+                if not a.calls and a.opcodes < 16 and (i > 0 or candidate):
+                    # Bytes that merely look like a pickle's first opcodes: a text file, raw tensor data in an
+                    # archive, or the storage bytes after the pickles of torch's legacy format. No import is
+                    # reached before the parse fails, so no loader could call anything from them either.
+                    if i == 0 and ctx.depth == 1:
+                        ctx.skipped.append(Skipped(ctx.path, "not a recognised model format"))
+                    return
+                ctx.error(member, f"pickle parse stopped at byte {a.end_offset}: {a.error}")
+
+
+class CompressedScanner(Scanner):
+    """gzip, bz2, xz and zlib streams (joblib): the content is identified and scanned as it decompresses."""
+
+    formats = ("gzip", "bz2", "xz", "zlib")
+
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        kind = sniff(read_head(f))
+        inner: Stream
+        if kind == "gzip":
+            inner = gzip.GzipFile(fileobj=f)  # type: ignore[arg-type,assignment]  # noqa: SIM115 (closed below)
+        elif kind == "bz2":
+            inner = bz2.BZ2File(f)  # type: ignore[arg-type,assignment]  # noqa: SIM115
+        elif kind == "xz":
+            inner = lzma.LZMAFile(f)  # type: ignore[arg-type,assignment]  # noqa: SIM115
+        else:
+            inner = _ZlibReader(f)
+        with inner:
+            data = _Seekable(inner, ctx.limits.max_member_bytes)
+            if not ctx.dispatch(data, f"{member}!{kind}" if member else kind):
+                ctx.skipped.append(Skipped(ctx.path, f"{kind} stream of an unsupported format"))
+
+
+class ZipScanner(Scanner):
+    """Zip archives (PyTorch's format, npz, nested zips): every member identified by content, with limits."""
+
+    formats = ("zip",)
+
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        with zipfile.ZipFile(f) as zf:
+            infos = zf.infolist()
+            names = {i.filename.rsplit("/", 1)[-1] for i in infos}
+            if {"config.json", "metadata.json"} <= names and any(n.endswith(".weights.h5") for n in names):
+                ctx.error(member, "Keras v3 archive: its config (Lambda layers) is not analysed yet, so not vouched for")
+            for info in infos:
+                ctx.members += 1
+                if ctx.members > ctx.limits.max_members:
+                    raise ScanLimitError(f"more than {ctx.limits.max_members} archive members")
+                if info.is_dir():
+                    continue
+                if info.compress_size and info.file_size / info.compress_size > ctx.limits.max_ratio:
+                    ctx.error(f"{member}/{info.filename}".lstrip("/"), "compression ratio over the limit (zip bomb?)")
+                    continue
+                if info.file_size > ctx.limits.max_member_bytes:
+                    ctx.error(f"{member}/{info.filename}".lstrip("/"), "member larger than the limit")
+                    continue
+                name = f"{member}/{info.filename}" if member else info.filename
+                with zf.open(info) as m:
+                    ctx.dispatch(_Seekable(m, ctx.limits.max_member_bytes), name)
+
+
+class NpyScanner(Scanner):
+    """NumPy ``.npy``: an object dtype means the data is a pickle, which is then scanned."""
+
+    formats = ("npy",)
+
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        magic = f.read(8)
+        major = magic[6]
+        hlen_bytes = f.read(2 if major == 1 else 4)
+        (hlen,) = struct.unpack("<H" if major == 1 else "<I", hlen_bytes)
+        if hlen > 1 << 20:
+            raise ScanLimitError("npy header over 1 MiB")
+        header = f.read(hlen).decode("latin1")
+        descr = re.search(r"""['"]descr['"]\s*:\s*(.*?)\s*,\s*['"]fortran_order""", header, re.S)
+        if descr is None:
+            raise ValueError("npy header without a dtype description")
+        if "O" in descr.group(1) or "object" in descr.group(1):
+            ctx.finding(member, 0, Severity.MEDIUM, "npy-object-array", "object array: its data is a pickle")
+            ctx.dispatch(f, f"{member}:data" if member else "data")
+
+
+class SafetensorsScanner(Scanner):
+    """safetensors: the JSON header must be well formed and its offsets must lie inside the file."""
+
+    formats = ("safetensors",)
+    DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+              "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
+
+    def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        f.seek(0, io.SEEK_END)
+        data_len = f.tell() - 8 - n
+        for key, meta in header.items():
+            if key == "__metadata__":
+                if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                    ctx.error(member, "metadata must map strings to strings")
+                continue
+            size = self.DTYPES.get(meta.get("dtype"))
+            start, end = meta["data_offsets"]
+            count = 1
+            for d in meta["shape"]:
+                count *= int(d)
+            if size is None:
+                ctx.error(member, f"tensor {key!r}: unknown dtype {meta.get('dtype')!r}")
+            elif not (0 <= start <= end <= data_len) or end - start != count * size:
+                ctx.error(member, f"tensor {key!r}: offsets {start}..{end} do not fit its shape or the file")
+
+
+class _Seekable(io.RawIOBase):
+    """A forward-only stream made seekable forward (by reading) and bounded in size; back seeks are buffered."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self.raw, self.limit, self.pos = raw, limit, 0
+        self.head = b""  # the first bytes, so that read_head's seek back works
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos < len(self.head):
+            want = len(self.head) - self.pos if n < 0 else min(n, len(self.head) - self.pos)
+            out = self.head[self.pos : self.pos + want]
+            self.pos += want
+            if n < 0 or len(out) < n:
+                out += self.read(-1 if n < 0 else n - len(out))
+            return out
+        if n < 0:
+            n = self.limit - self.pos + 1
+        data = self.raw.read(n)
+        if self.pos < 4096:
+            self.head += data[: 4096 - self.pos]
+        self.pos += len(data)
+        if self.pos > self.limit:
+            raise ScanLimitError(f"more than {self.limit} bytes once decompressed")
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.pos + offset
+        if whence == io.SEEK_END:
+            while self.read(1 << 20):
+                pass
+            target = self.pos + offset
+        if target < self.pos:
+            if target > len(self.head):
+                raise OSError("cannot seek back this far in a compressed stream")
+            self.pos = target
+            return self.pos
+        while self.pos < target:
+            if not self.read(min(1 << 20, target - self.pos)):
+                break
+        return self.pos
+
+
+class _ZlibReader(io.RawIOBase):
+    """A zlib stream as a readable file (joblib's compression)."""
+
+    def __init__(self, f: Stream) -> None:
+        self.f, self.d, self.buf = f, zlib.decompressobj(), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            chunk = self.f.read(1 << 16)
+            if not chunk:
+                self.buf += self.d.flush()
+                break
+            self.buf += self.d.decompress(chunk, 1 << 22)
+            while self.d.unconsumed_tail and (n < 0 or len(self.buf) < n):
+                self.buf += self.d.decompress(self.d.unconsumed_tail, 1 << 22)
+        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
+        return out
+
+
+def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) -> Context:
+    """Scan one file; the context holds its findings, errors and skips."""
+    ctx = Context(path=path, strict=strict, limits=limits or Limits())
+    if os.path.basename(path) == "saved_model.pb" or path.endswith((".onnx", ".pb")):
+        ctx.skipped.append(Skipped(path, "protobuf model formats (ONNX, SavedModel) are not supported yet"))
+        return ctx
+    try:
+        with open(path, "rb") as f:
+            ctx.dispatch(f, "", top=True)
+    except OSError as exc:
+        ctx.error("", f"cannot read: {exc}")
+    return ctx
