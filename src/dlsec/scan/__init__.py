@@ -15,6 +15,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
 from dlsec.scan.engine import SCANNERS, Limits, scan_file
 from dlsec.scan.results import Finding, ScanError, ScanReport, Severity, Skipped
 

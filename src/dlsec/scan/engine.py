@@ -165,7 +165,7 @@ class CompressedScanner(Scanner):
         else:
             inner = _ZlibReader(f)
         with inner:
-            data = _Seekable(inner, ctx.limits.max_member_bytes)
+            data = SeekableReader(inner, ctx.limits.max_member_bytes)
             if not ctx.dispatch(data, f"{member}!{kind}" if member else kind):
                 ctx.skipped.append(Skipped(ctx.path, f"{kind} stream of an unsupported format"))
 
@@ -195,7 +195,7 @@ class ZipScanner(Scanner):
                     continue
                 name = f"{member}/{info.filename}" if member else info.filename
                 with zf.open(info) as m:
-                    ctx.dispatch(_Seekable(m, ctx.limits.max_member_bytes), name)
+                    ctx.dispatch(SeekableReader(m, ctx.limits.max_member_bytes), name)
 
 
 class NpyScanner(Scanner):
@@ -247,7 +247,7 @@ class SafetensorsScanner(Scanner):
                 ctx.error(member, f"tensor {key!r}: offsets {start}..{end} do not fit its shape or the file")
 
 
-class _Seekable(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
     """A forward-only stream made seekable forward (by reading) and bounded in size; back seeks are buffered."""
 
     def __init__(self, raw: Any, limit: int) -> None:
