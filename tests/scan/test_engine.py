@@ -195,3 +195,9 @@ def test_safe_load_refuses_without_unpickling(tmp_path: Path) -> None:
 def test_safe_load_loads_a_clean_checkpoint(tmp_path: Path) -> None:
     path = write(tmp_path, "ok.pt", torch_zip({"w": torch.arange(3.0)}))
     assert torch.equal(dlsec.safe_load(path)["w"], torch.arange(3.0))
+
+
+def test_raw_tensor_bytes_that_look_like_protocol_0_opcodes_are_not_errors(tmp_path: Path) -> None:
+    # int8 data of 78 ('N', protocol 0's NONE) parses as thousands of opcodes before failing: it is data.
+    report = scan_path(write(tmp_path, "i8.pt", torch_zip({"w": torch.full((4096,), 78, dtype=torch.int8)})))
+    assert report.findings == () and report.errors == (), report.errors

@@ -138,10 +138,11 @@ class PickleScanner(Scanner):
                         f"{call.opcode} imports {call.module}.{call.name}: {call.reason}",
                     )  # fmt: skip
             if a.error:
-                if not a.calls and a.opcodes < 16 and (i > 0 or candidate):
+                if not a.calls and ((candidate and ctx.depth > 1) or (a.opcodes < 16 and (i > 0 or candidate))):
                     # Bytes that merely look like a pickle's first opcodes: a text file, raw tensor data in an
                     # archive, or the storage bytes after the pickles of torch's legacy format. No import is
-                    # reached before the parse fails, so no loader could call anything from them either.
+                    # reached before the parse fails, so no loader could call anything from them either. Inside
+                    # an archive, raw tensor bytes can run on for many opcode-like bytes (e.g. int8 data of 'N').
                     if i == 0 and ctx.depth == 1:
                         ctx.skipped.append(Skipped(ctx.path, "not a recognised model format"))
                     return
