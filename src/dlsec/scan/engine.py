@@ -329,11 +329,14 @@ class _ZlibReader(io.RawIOBase):
 def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) -> Context:
     """Scan one file; the context holds its findings, errors and skips."""
     ctx = Context(path=path, strict=strict, limits=limits or Limits())
-    if os.path.basename(path) == "saved_model.pb" or path.endswith((".onnx", ".pb")):
-        ctx.skipped.append(Skipped(path, "protobuf model formats (ONNX, SavedModel) are not supported yet"))
-        return ctx
     try:
         with open(path, "rb") as f:
+            kind = sniff(read_head(f))
+            if kind in ("unknown", "pickle0") and (os.path.basename(path) == "saved_model.pb" or path.endswith(".onnx")):
+                from dlsec.scan.protobuf import scan_protobuf  # protobuf has no magic bytes: these go by name
+
+                scan_protobuf(ctx, path, "onnx" if path.endswith(".onnx") else "savedmodel")
+                return ctx
             ctx.dispatch(f, "", top=True)
     except OSError as exc:
         ctx.error("", f"cannot read: {exc}")
