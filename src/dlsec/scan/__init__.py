@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
+from dlsec.scan import keras as _keras  # noqa: F401  (registers the HDF5 scanner)
 from dlsec.scan.engine import SCANNERS, Limits, scan_file
 from dlsec.scan.results import Finding, ScanError, ScanReport, Severity, Skipped
 

@@ -180,14 +180,17 @@ class ZipScanner(Scanner):
         with zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
             names = {i.filename.rsplit("/", 1)[-1] for i in infos}
-            if {"config.json", "metadata.json"} <= names and any(n.endswith(".weights.h5") for n in names):
-                ctx.error(member, "Keras v3 archive: its config (Lambda layers) is not analysed yet, so not vouched for")
+            keras = {"config.json", "metadata.json"} <= names and any(n.endswith(".weights.h5") for n in names)
+            if keras:
+                from dlsec.scan.keras import scan_keras_zip
+
+                scan_keras_zip(ctx, zf, member)
             for info in infos:
                 ctx.members += 1
                 if ctx.members > ctx.limits.max_members:
                     raise ScanLimitError(f"more than {ctx.limits.max_members} archive members")
-                if info.is_dir():
-                    continue
+                if info.is_dir() or (keras and info.filename.endswith(".weights.h5")):
+                    continue  # Keras 3 reads only datasets from its weights file, never code or a config
                 if info.compress_size and info.file_size / info.compress_size > ctx.limits.max_ratio:
                     ctx.error(f"{member}/{info.filename}".lstrip("/"), "compression ratio over the limit (zip bomb?)")
                     continue

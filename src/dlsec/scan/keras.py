@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from dlsec.scan.engine import Context, Scanner, ScanLimitError
+from dlsec.scan.engine import Context, ScanLimitError, Scanner
 from dlsec.scan.identify import Stream
 from dlsec.scan.results import Severity, Skipped
 
@@ -29,7 +29,7 @@ MAX_DEPTH = 200
 MAX_CONFIG_BYTES = 64 << 20
 """Largest config (``config.json`` or an HDF5 attribute) read."""
 
-SAFE_MODULE_ROOTS = ("keras", "tensorflow.keras", "tf_keras")
+SAFE_MODULE_ROOTS = ("keras", "tensorflow.keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv")
 """Modules a config may reference without a finding: these, and their submodules."""
 
 DANGEROUS_MODULES = frozenset(
@@ -40,7 +40,10 @@ DANGEROUS_MODULES = frozenset(
 )  # fmt: skip
 """Modules (or their submodules) whose reference is CRITICAL: they run commands, load code or touch files."""
 
-_MODULE_KEYS = ("module", "output_shape_module")  # Keras 2 Lambda also looks its output_shape function up by module
+_MODULE_KEYS = (
+    "module",
+    "output_shape_module",
+)  # Keras 2 Lambda also looks its output_shape function up by module
 
 
 def _is_safe_module(module: str) -> bool:
@@ -66,9 +69,19 @@ def _walk(node: Any, path: str, depth: int) -> Iterator[tuple[str, str, Severity
     if class_name == "Lambda":
         yield here, "Lambda layer runs arbitrary Python when loaded", Severity.CRITICAL, "keras-lambda-layer"
     elif class_name == "__lambda__":  # Keras 3's serialised lambda function (bytecode), e.g. an activation
-        yield here, "serialised Python lambda (bytecode) runs when loaded", Severity.CRITICAL, "keras-lambda-layer"
+        yield (
+            here,
+            "serialised Python lambda (bytecode) runs when loaded",
+            Severity.CRITICAL,
+            "keras-lambda-layer",
+        )
     elif class_name == "TFOpLambda":
-        yield here, "TFOpLambda layer calls a TensorFlow function by name", Severity.MEDIUM, "keras-tfoplambda-layer"
+        yield (
+            here,
+            "TFOpLambda layer calls a TensorFlow function by name",
+            Severity.MEDIUM,
+            "keras-tfoplambda-layer",
+        )
     module_reported = False
     for key in _MODULE_KEYS:
         module = node.get(key)
@@ -81,17 +94,25 @@ def _walk(node: Any, path: str, depth: int) -> Iterator[tuple[str, str, Severity
         elif isinstance(node.get("function"), str):  # Keras 2 Lambda with function_type "function"
             target = f"{module}.{node['function']}"
         if _is_dangerous_module(module):
-            yield here, f"references {target}: module {module!r} is imported when loaded", Severity.CRITICAL, \
-                "keras-dangerous-module"  # fmt: skip
+            yield (
+                here,
+                f"references {target}: module {module!r} is imported when loaded",
+                Severity.CRITICAL,
+                "keras-dangerous-module",
+            )
         else:
-            yield here, f"references {target}: custom module {module!r} is imported when loaded", Severity.HIGH, \
-                "keras-custom-module"  # fmt: skip
+            yield (
+                here,
+                f"references {target}: custom module {module!r} is imported when loaded",
+                Severity.HIGH,
+                "keras-custom-module",
+            )
     registered = node.get("registered_name")
     if not module_reported and isinstance(registered, str) and ">" in registered:
         package = registered.split(">", 1)[0]
         if not _is_safe_module(package):
-            yield here, f"custom registered object {registered!r}: its code comes from outside Keras", \
-                Severity.HIGH, "keras-custom-module"  # fmt: skip
+            message = f"custom registered object {registered!r}: its code comes from outside Keras"
+            yield here, message, Severity.HIGH, "keras-custom-module"
     for key, value in node.items():
         if isinstance(value, dict | list):
             yield from _walk(value, f"{path}.{key}" if path else str(key), depth + 1)
