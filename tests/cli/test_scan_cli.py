@@ -62,3 +62,17 @@ def test_every_format_renders_errors(capsys, tmp_path: Path, fmt: str) -> None:
     cut.write_bytes(data[:-3])
     code, out, _ = run(capsys, "scan", "--format", fmt, str(cut))
     assert code == 1 and ("parse" in out or "scan-error" in out)
+
+
+def test_scan_does_not_import_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = tmp_path / "a.pkl"
+    p.write_bytes(pickle.dumps({"a": 1}))
+    code = (
+        "import sys; from dlsec.cli import cli; cli.main(['scan', sys.argv[1]], standalone_mode=False); "
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr

@@ -6,29 +6,44 @@ Set ``DLSEC_DEBUG=1`` to see the traceback of an unexpected error.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from dlsec import __version__
-from dlsec.cli.attack import attack, attacks
-from dlsec.cli.evaluate import checks, evaluate
-from dlsec.cli.scan import scan
 from dlsec.errors import DlsecError
 
+COMMANDS = {
+    "evaluate": "dlsec.cli.evaluate:evaluate",
+    "attack": "dlsec.cli.attack:attack",
+    "attacks": "dlsec.cli.attack:attacks",
+    "checks": "dlsec.cli.evaluate:checks",
+    "scan": "dlsec.cli.scan:scan",
+}
+"""Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[name].partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlsec")
 def cli() -> None:
     """dlsec: security toolkit for deep-learning models."""
-
-
-cli.add_command(evaluate)
-cli.add_command(attack)
-cli.add_command(attacks)
-cli.add_command(checks)
-cli.add_command(scan)
 
 
 def _error(message: str) -> None:

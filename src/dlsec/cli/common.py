@@ -7,14 +7,13 @@ from typing import Any
 
 import click
 import torch
-from rich.console import Console
 
+from dlsec.cli.console import console, err_console
 from dlsec.data import Dataset, load_data
 from dlsec.errors import ConfigError
 from dlsec.models import check_classifier, load_model, to_device
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console", "load_inputs", "model_options", "parse_eps", "parse_norm"]
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:

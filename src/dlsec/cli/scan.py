@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlsec.cli.common import console
+from dlsec.cli.console import console
 from dlsec.reports.jsonout import dumps
 from dlsec.reports.sarif import sarif
 from dlsec.scan import ScanReport, Severity, scan_path

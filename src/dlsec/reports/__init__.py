@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dlsec.reports.console import render_attack, render_eval
-from dlsec.reports.document import write_report
+from typing import Any
+
 from dlsec.reports.jsonout import dumps
 
 __all__ = ["FORMATS", "dumps", "render_attack", "render_eval", "write_report"]
@@ -14,3 +14,16 @@ FORMATS = {
     "markdown": "report folder: summary.md, summary.html and PNG plots (dlsec.reports.document)",
 }
 """The output formats by name, for ``dlsec formats``."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavy renderers (torch, matplotlib) only when asked for."""
+    if name in ("render_attack", "render_eval"):
+        from dlsec.reports import console
+
+        return getattr(console, name)
+    if name == "write_report":
+        from dlsec.reports.document import write_report
+
+        return write_report
+    raise AttributeError(name)
