@@ -201,3 +201,35 @@ def test_raw_tensor_bytes_that_look_like_protocol_0_opcodes_are_not_errors(tmp_p
     # int8 data of 78 ('N', protocol 0's NONE) parses as thousands of opcodes before failing: it is data.
     report = scan_path(write(tmp_path, "i8.pt", torch_zip({"w": torch.full((4096,), 78, dtype=torch.int8)})))
     assert report.findings == () and report.errors == (), report.errors
+
+
+@pytest.mark.parametrize("compress", [0, 3, ("gzip", 3), ("bz2", 3), ("xz", 3)])
+def test_joblib_raw_arrays_are_skipped_and_payloads_after_them_found(tmp_path: Path, compress) -> None:  # type: ignore[no-untyped-def]
+    import joblib
+
+    bad = tmp_path / "bad.joblib"
+    joblib.dump({"w": np.arange(64), "m": np.ones((3, 5), np.float32).T, "cfg": Payload()}, bad, compress=compress)
+    report = scan_path(str(bad))
+    assert critical(report) and report.errors == (), report.errors
+    obj = tmp_path / "obj.joblib"  # object arrays are written as a nested pickle with its own memo
+    joblib.dump({"o": np.array([Payload(), 1], dtype=object), "f": np.zeros(4)}, obj, compress=compress)
+    report = scan_path(str(obj))
+    assert critical(report) and report.errors == (), report.errors
+
+
+def test_benign_joblib_models_are_clean(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_digits(return_X_y=True)
+    models = [make_pipeline(StandardScaler(), LogisticRegression(max_iter=50)), RandomForestClassifier(n_estimators=3)]
+    for i, model in enumerate(models):
+        for compress in (0, 3):
+            path = tmp_path / f"m{i}-{compress}.joblib"
+            joblib.dump(model.fit(x[:300], y[:300]), path, compress=compress)
+            report = scan_path(str(path))
+            assert report.findings == () and report.errors == (), (path.name, report.findings, report.errors)

@@ -262,7 +262,7 @@ class SeekableReader(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return True
+        return False  # forward seeks work (by reading); readers that probe the end must not rely on it
 
     def tell(self) -> int:
         return self.pos

@@ -421,7 +421,61 @@ class _Unknown:
         return "<?>"
 
 
-_U = _Unknown()  # any value the scan does not track (only str values are tracked)
+_U = _Unknown()  # any value the scan does not track (strings, small ints, tuples and dicts are tracked)
+
+
+class _Global:
+    """An imported callable on the symbolic stack."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str | None, name: str | None) -> None:
+        self.module, self.name = module, name
+
+    def key(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class _DType:
+    """``numpy.dtype(descr)`` on the symbolic stack."""
+
+    __slots__ = ("descr",)
+
+    def __init__(self, descr: str) -> None:
+        self.descr = descr
+
+
+class _ArrayWrapper:
+    """joblib's ``NumpyArrayWrapper``: after its BUILD, joblib reads the array bytes raw from the stream."""
+
+    __slots__ = ()
+
+
+_JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper", "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"}
+_MAX_RAW_ARRAY = 1 << 40
+
+
+def _joblib_array_bytes(state: dict[str, object]) -> tuple[int, bool] | None:
+    """Bytes of raw array data that follow a NumpyArrayWrapper's BUILD, and whether a padding byte precedes them.
+
+    ``None`` when the state is not fully known (then parsing goes on and fails loudly if raw bytes follow), or when
+    the dtype holds objects (joblib then writes a nested pickle, which the walker reads as opcodes).
+    """
+    import numpy as np
+
+    dtype, shape = state.get("dtype"), state.get("shape")
+    if not isinstance(dtype, _DType) or not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+        return None
+    try:
+        dt = np.dtype(dtype.descr)
+    except (TypeError, ValueError):
+        return None
+    if dt.hasobject:
+        return None
+    count = 1
+    for d in shape:
+        count *= d
+    return count * dt.itemsize, isinstance(state.get("numpy_array_alignment_bytes"), int)
 
 
 def _le(b: bytes) -> int:
@@ -434,7 +488,7 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
     stack: list[object] = []
     metastack: list[list[object]] = []
     saved = 0  # entries kept under MARKs
-    memo_str: dict[int, str] = {}
+    memo_str: dict[int, object] = {}  # strings, imported callables and dtypes, by memo key
     memo_dense = 0  # memo keys 0..memo_dense-1 all exist
     memo_sparse: set[int] = set()
     protocol: int | None = None
@@ -477,7 +531,7 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
             if len(memo_sparse) >= _MAX_MEMO_SPARSE:
                 raise _Limit(f"memo limit ({_MAX_MEMO_SPARSE} sparse keys) hit")
             memo_sparse.add(idx)
-        if isinstance(value, str):
+        if isinstance(value, (str, _Global, _DType)):  # names, callables and dtypes reused through the memo
             if idx in memo_str or len(memo_str) < _MAX_MEMO_STR:
                 memo_str[idx] = value
         else:
@@ -569,13 +623,14 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
                 name, module = pop(), pop()
                 add_call(module if isinstance(module, str) else None,
                          name if isinstance(name, str) else None, "STACK_GLOBAL")
-                stack.append(_U)
+                stack.append(_Global(module if isinstance(module, str) else None,
+                                     name if isinstance(name, str) else None))
             elif op in (0x63, 0x69):  # GLOBAL, INST
                 module_s, name_s = text(r.readline()), text(r.readline())
                 add_call(module_s, name_s, "GLOBAL" if op == 0x63 else "INST")
                 if op == 0x69:
                     pop_mark()
-                stack.append(_U)
+                stack.append(_Global(module_s, name_s) if op == 0x63 else _U)
             elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
                 code = r.byte() if op == 0x82 else _le(r.read(2 if op == 0x83 else 4))
                 opname = _OPNAMES[op]
@@ -600,10 +655,17 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
                     raise _Limit(f"stack limit ({_MAX_STACK}) hit")
                 metastack.append(stack)
                 stack = []
-            elif op in (0x4E, 0x88, 0x89, 0x29, 0x5D, 0x7D, 0x8F, 0x97):  # pushes of untracked values
+            elif op == 0x7D:  # EMPTY_DICT: tracked, for joblib's array states
+                stack.append({})
+            elif op == 0x29:  # EMPTY_TUPLE
+                stack.append(())
+            elif op in (0x4E, 0x88, 0x89, 0x5D, 0x8F, 0x97):  # pushes of untracked values
                 stack.append(_U)
-            elif op in (0x4B, 0x4D, 0x4A, 0x47):  # BININT1, BININT2, BININT, BINFLOAT
-                r.read({0x4B: 1, 0x4D: 2, 0x4A: 4, 0x47: 8}[op])
+            elif op in (0x4B, 0x4D, 0x4A):  # BININT1, BININT2, BININT
+                raw = r.read({0x4B: 1, 0x4D: 2, 0x4A: 4}[op])
+                stack.append(int.from_bytes(raw, "little", signed=op == 0x4A))
+            elif op == 0x47:  # BINFLOAT
+                r.read(8)
                 stack.append(_U)
             elif op in (0x49, 0x4C, 0x46, 0x50):  # INT, LONG, FLOAT, PERSID: text line
                 r.readline()
@@ -625,32 +687,71 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
                     stack.append(line.decode("raw-unicode-escape") if line is not None else _U)
                 except Exception:
                     stack.append(_U)
-            elif op in (0x61, 0x62, 0x30):  # APPEND, BUILD (pop the state/item; keep the object), POP
+            elif op == 0x62:  # BUILD: pop the state, keep the object
+                state = pop()
+                obj = stack[-1] if stack else _U
+                if isinstance(obj, _ArrayWrapper) and isinstance(state, dict):
+                    raw_array = _joblib_array_bytes(state)
+                    if raw_array is not None:
+                        nbytes, padded = raw_array
+                        if nbytes > _MAX_RAW_ARRAY:
+                            raise _Limit(f"joblib array of {nbytes} bytes")
+                        if padded:
+                            r.skip(r.byte())
+                        r.skip(nbytes)  # the array's bytes sit raw in the stream: joblib reads them here
+                    elif isinstance(state.get("dtype"), _DType):
+                        # An object array: joblib writes it as a separate pickle, read by a fresh unpickler (its
+                        # own memo), right here in the stream.
+                        nested = _analyze(r, max(max_opcodes - n, 1))
+                        calls.extend(nested.calls)
+                        n += nested.opcodes
+                        if nested.error:
+                            raise _Bad(f"in a joblib object array: {nested.error}")
+                    stack[-1] = _U
+            elif op in (0x61, 0x30):  # APPEND, POP
                 if op == 0x30 and not stack and metastack:
                     pop_mark()  # as the unpickler does: POP on an empty stack drops the MARK
                 else:
                     pop()
-            elif op in (0x65, 0x75, 0x90, 0x31):  # APPENDS, SETITEMS, ADDITEMS, POP_MARK
+            elif op == 0x75:  # SETITEMS
+                items = pop_mark()
+                if stack and isinstance(stack[-1], dict):
+                    for k, v in zip(items[::2], items[1::2], strict=False):
+                        if isinstance(k, str):
+                            stack[-1][k] = v
+            elif op in (0x65, 0x90, 0x31):  # APPENDS, ADDITEMS, POP_MARK
                 pop_mark()
-            elif op in (0x74, 0x6C, 0x64, 0x91, 0x6F):  # TUPLE, LIST, DICT, FROZENSET, OBJ
+            elif op == 0x74:  # TUPLE
+                items = pop_mark()  # first: pop_mark rebinds `stack`
+                stack.append(tuple(items))
+            elif op == 0x64:  # DICT
+                items = pop_mark()
+                stack.append({k: v for k, v in zip(items[::2], items[1::2], strict=False) if isinstance(k, str)})
+            elif op in (0x6C, 0x91, 0x6F):  # LIST, FROZENSET, OBJ
                 pop_mark()
                 stack.append(_U)
             elif op in (0x85, 0x86, 0x87):  # TUPLE1..3
-                for _ in range(op - 0x84):
-                    pop()
-                stack.append(_U)
+                items = [pop() for _ in range(op - 0x84)]
+                stack.append(tuple(reversed(items)))
             elif op in (0x52, 0x81):  # REDUCE, NEWOBJ: callable + args -> result
-                pop()
-                pop()
-                stack.append(_U)
+                args, func = pop(), pop()
+                func_key = func.key() if isinstance(func, _Global) else ""
+                if op == 0x81 and func_key in _JOBLIB_WRAPPERS:
+                    stack.append(_ArrayWrapper())
+                elif func_key in ("numpy.dtype", "numpy.core.multiarray.dtype") and isinstance(args, tuple) and args \
+                        and isinstance(args[0], str):
+                    stack.append(_DType(args[0]))
+                else:
+                    stack.append(_U)
             elif op == 0x92:  # NEWOBJ_EX: cls, args, kwargs -> obj
                 pop()
                 pop()
                 pop()
                 stack.append(_U)
             elif op == 0x73:  # SETITEM
-                pop()
-                pop()
+                item, dict_key = pop(), pop()
+                if stack and isinstance(stack[-1], dict) and isinstance(dict_key, str):
+                    stack[-1][dict_key] = item
             elif op == 0x32:  # DUP
                 stack.append(stack[-1] if stack else pop())
             elif op == 0x51:  # BINPERSID
