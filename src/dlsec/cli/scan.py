@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import click
 
-from dlsec.cli.console import console
-from dlsec.reports.jsonout import dumps
-from dlsec.reports.sarif import sarif
 from dlsec.scan import ScanReport, Severity, scan_path
 
 
@@ -21,8 +18,12 @@ def scan(paths: tuple[str, ...], fmt: str, strict: bool, fail_on: str, jobs: int
     threshold = Severity.parse(fail_on)
     report = scan_path(*paths, strict=strict, jobs=jobs)
     if fmt == "json":
+        from dlsec.reports.jsonout import dumps
+
         click.echo(dumps(report))
     elif fmt == "sarif":
+        from dlsec.reports.sarif import sarif
+
         click.echo(sarif(report))
     else:
         _text(report, threshold)
@@ -30,17 +31,16 @@ def scan(paths: tuple[str, ...], fmt: str, strict: bool, fail_on: str, jobs: int
 
 
 def _text(report: ScanReport, threshold: Severity) -> None:
+    """Plain lines (no rich: a scan in CI should start as fast as the file walk allows)."""
     for f in sorted(report.findings, key=lambda f: (-f.severity, f.path, f.member, f.offset or 0)):
         where = f.path + (f":{f.member}" if f.member else "") + (f"@{f.offset}" if f.offset is not None else "")
-        console.print(f"{f.severity.name:8} {where}  {f.message}", markup=False, highlight=False)
+        click.echo(f"{f.severity.name:8} {where}  {f.message}")
     for e in report.errors:
-        console.print(f"ERROR    {e.path}{':' + e.member if e.member else ''}  {e.message}", markup=False, highlight=False)
+        click.echo(f"ERROR    {e.path}{':' + e.member if e.member else ''}  {e.message}")
     for s in report.skipped:
-        console.print(f"SKIPPED  {s.path}  {s.reason}", markup=False, highlight=False)
+        click.echo(f"SKIPPED  {s.path}  {s.reason}")
     bad = len(report.at_least(threshold))
-    console.print(
+    click.echo(
         f"{len(report.scanned)} scanned, {len(report.findings)} findings ({bad} at or above {threshold.name.lower()}), "
-        f"{len(report.errors)} errors, {len(report.skipped)} skipped",
-        markup=False,
-        highlight=False,
+        f"{len(report.errors)} errors, {len(report.skipped)} skipped"
     )

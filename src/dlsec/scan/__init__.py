@@ -12,7 +12,6 @@ GGUF, tar) are reported as skipped or as errors, never as clean.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
@@ -48,6 +47,8 @@ def scan_path(*paths: str | os.PathLike[str], strict: bool = False, jobs: int = 
     files, missing = _files([str(Path(p)) for p in paths])
     report = ScanReport(errors=tuple(missing))
     if jobs > 1 and len(files) > 1:
+        from concurrent.futures import ProcessPoolExecutor  # imported only when used: it costs start-up time
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             parts = list(pool.map(_one, files, [strict] * len(files), chunksize=8))
     else:
