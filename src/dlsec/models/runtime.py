@@ -58,7 +58,7 @@ class QueryCounter(nn.Module):
 
     A model whose output is cut from its input (a NumPy round-trip, a ``detach``) has no input gradient; its
     output is then joined to the input with weight zero, so gradient attacks see a zero gradient and fail
-    honestly instead of crashing, and ``cut_graph`` is set for the masking checks.
+    honestly instead of crashing (the ``zero_gradients`` masking check then flags the model).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -66,7 +66,6 @@ class QueryCounter(nn.Module):
         self.model = model
         self.forwards = 0
         self.backwards = 0
-        self.cut_graph = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -75,7 +74,6 @@ class QueryCounter(nn.Module):
         n = int(x.shape[0])
         self.forwards += n
         if torch.is_grad_enabled() and x.requires_grad and not out.requires_grad:
-            self.cut_graph = True
             out = out + 0.0 * x.sum()
         if out.requires_grad:
             out.register_hook(self._count_backward(n))
