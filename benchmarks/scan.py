@@ -7,9 +7,10 @@
    detected and benign files flagged. dlsec runs through its Python API at threshold HIGH (flagged = exit code 1,
    i.e. a finding at high or critical); picklescan and modelscan run as CLIs (flagged = non-zero exit status, the
    exact status is kept in the JSON); fickling runs ``fickling --check-safety`` (flagged = non-zero exit status).
-2. Speed and memory: one large checkpoint (512 MB, 64 MB with ``--quick``) and a folder of 1,000 small torch state
-   dicts (200 with ``--quick``); every tool runs as a CLI in its own process (wall time median of 3 where a run takes
-   under a minute; peak RSS from ``os.wait4``).
+2. Speed and memory: one large checkpoint (512 MB, 64 MB with ``--quick``), a folder of 1,000 small torch state
+   dicts (200 with ``--quick``) and a raw 1 GB pickle of a numpy array with a payload after it (64 MB with
+   ``--quick``); every tool runs as a CLI in its own process (wall time median of 3 where a run takes under a
+   minute, of 5 for the folder; peak RSS measured by ``/usr/bin/time``).
 
 Markdown on stdout, JSON in ``benchmarks/results/scan.json``.
 """
@@ -30,6 +31,7 @@ import platform
 import runpy
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -162,6 +164,20 @@ def build_corpus(root: Path) -> tuple[list[Path], list[Path]]:
     M.append(mal / "object_array.npy")
     np.savez(mal / "object_array.npz", x=np.arange(3), y=np.array([_os_system(), 1], dtype=object))
     M.append(mal / "object_array.npz")
+    # Archives altered the way PyTorch's zip reader (miniz) still loads and zipfile refuses or reads differently.
+    plain = (tmp / "payload.pt").read_bytes()
+    info = next(i for i in zipfile.ZipFile(tmp / "payload.pt").infolist() if i.filename.endswith("data.pkl"))
+    n = struct.unpack("<H", plain[info.header_offset + 26 : info.header_offset + 28])[0]
+    name_end = info.header_offset + 30 + n
+    w("torch_zip_local_name_differs.pt", plain[: name_end - 8] + b"XXXX" + plain[name_end - 4 :])
+    central = plain.index(b"PK\x01\x02" + plain[info.header_offset + 4 : info.header_offset + 6])
+    while plain[central + 46 : central + 46 + len(info.filename)] != info.filename.encode():
+        central = plain.index(b"PK\x01\x02", central + 4)
+    crc = bytearray(plain)
+    crc[info.header_offset + 14 : info.header_offset + 18] = crc[central + 16 : central + 20] = bytes(4)
+    w("torch_zip_bad_crc.pt", bytes(crc))
+    w("torch_zip_then_clean_zip.pt", plain + (tmp / "clean.pt").read_bytes())
+    w("torch_zip_after_junk.keras", b"JUNKJUNK" + plain)
     w("model", pickle.dumps(_os_system(), protocol=2))
     w("multi_pickle.pkl", pickle.dumps({"epoch": 1}, protocol=2) + pickle.dumps(_os_system(), protocol=2))
     whole = pickle.dumps((_os_system(), b"x" * 4000), protocol=2)
@@ -274,12 +290,12 @@ def detect(paths: list[Path]) -> dict:
     return {"rows": rows, "summary": summary}
 
 
-def speed(path: Path, label: str, tools: list[str]) -> dict:
+def speed(path: Path, label: str, tools: list[str], repeats: int = 3) -> dict:
     res = {}
     for t in tools:
         runs = [run_rss(SPEED[t](path))]
         if runs[0]["s"] < 60:
-            runs += [run_rss(SPEED[t](path)) for _ in range(2)]
+            runs += [run_rss(SPEED[t](path)) for _ in range(repeats - 1)]
         res[t] = {
             "median_s": statistics.median(r["s"] for r in runs), "runs": len(runs),
             "peak_rss_mib": max(r["rss_mib"] for r in runs), "rc": [r["rc"] for r in runs],
@@ -320,11 +336,18 @@ def main() -> None:
         folder.mkdir()
         for i in range(n_small):
             torch.save({"w": torch.full((8, 8), float(i)), "b": torch.zeros(8)}, folder / f"m{i:04d}.pt")
+        import numpy as np
+
+        raw = root / "raw" / "array.pkl"
+        raw.parent.mkdir()
+        with open(raw, "wb") as f:  # numpy writes the array's bytes into the pickle; the payload comes after them
+            pickle.dump({"w": np.zeros((64 if args.quick else 1024) << 18, np.float32), "cfg": _os_system()}, f, 4)
         print("speed", file=sys.stderr)
         sp = {
             "big": {"bytes": big.stat().st_size, "tools": speed(big, "big", list(SPEED))},
             # fickling's CLI takes one file, not a directory
-            "folder": {"files": n_small, "tools": speed(folder, "folder", ["dlsec", "dlsec (scan module only)", "picklescan", "modelscan"])},
+            "folder": {"files": n_small, "tools": speed(folder, "folder", ["dlsec", "dlsec (scan module only)", "picklescan", "modelscan"], repeats=5)},
+            "raw": {"bytes": raw.stat().st_size, "tools": speed(raw, "raw", ["dlsec", "dlsec (scan module only)", "picklescan", "modelscan"])},
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -359,11 +382,14 @@ def markdown(doc: dict) -> str:
     sp = doc["speed"]
     L += ["", f"Speed (median wall s / peak RSS MiB): big = {sp['big']['bytes'] / 2**20:.0f} MiB checkpoint, "
           f"folder = {sp['folder']['files']} small state dicts", "",
-          "| tool | big s | big MiB | folder s | folder MiB |", "|---|---|---|---|---|"]
+          f"raw = {sp['raw']['bytes'] / 2**20:.0f} MiB pickle of a numpy array with a payload after it", "",
+          "| tool | big s | big MiB | folder s | folder MiB | raw s | raw MiB |", "|---|---|---|---|---|---|---|"]
     for t in SPEED:
-        b, f = sp["big"]["tools"].get(t), sp["folder"]["tools"].get(t)
-        L.append(f"| {t} | {b['median_s']:.2f} (rc {b['rc'][0]}) | {b['peak_rss_mib']:.0f} | "
-                 + (f"{f['median_s']:.2f} (rc {f['rc'][0]}) | {f['peak_rss_mib']:.0f} |" if f else "n/a | n/a |"))
+        cells = []
+        for key in ("big", "folder", "raw"):
+            r = sp[key]["tools"].get(t)
+            cells.append(f"{r['median_s']:.2f} (rc {r['rc'][0]}) | {r['peak_rss_mib']:.0f}" if r else "n/a | n/a")
+        L.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(L)
 
 

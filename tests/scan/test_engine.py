@@ -184,6 +184,17 @@ def test_directory_walk_and_parallel_jobs(tmp_path: Path) -> None:
     assert {f.path for f in critical(one)} == {f.path for f in critical(two)} == {str(tmp_path / "sub" / "bad.bin")}
 
 
+def test_automatic_jobs_on_a_large_folder_give_the_sequential_report(tmp_path: Path) -> None:
+    from dlsec.scan import PARALLEL_FROM
+
+    good = torch_zip({"w": torch.zeros(2)})
+    for i in range(PARALLEL_FROM):
+        write(tmp_path, f"m{i:03d}.pt", evil() if i in (3, 50) else good)
+    auto, one = scan_path(tmp_path, jobs=0), scan_path(tmp_path, jobs=1)
+    assert auto == one and len(auto.scanned) == PARALLEL_FROM
+    assert {Path(f.path).name for f in critical(auto)} == {"m003.pt", "m050.pt"}
+
+
 def test_safe_load_refuses_without_unpickling(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = write(tmp_path, "m.pt", torch_zip({"w": torch.zeros(2), "m": Marker(marker)}))

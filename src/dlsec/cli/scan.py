@@ -12,7 +12,10 @@ from dlsec.scan import ScanReport, Severity, scan_path
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="treat imports that are not on the allowlist as critical")
 @click.option("--fail-on", default="high", show_default=True, help="lowest severity that makes the exit status 1")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="files scanned in parallel")
+@click.option(
+    "--jobs", type=click.IntRange(0, 64), default=0, show_default=True,
+    help="processes scanning files in parallel; 0 picks one per CPU (up to 8) for large folders",
+)  # fmt: skip
 def scan(paths: tuple[str, ...], fmt: str, strict: bool, fail_on: str, jobs: int) -> int:
     """Scan model files (or directories) for code-execution payloads, without loading them."""
     threshold = Severity.parse(fail_on)

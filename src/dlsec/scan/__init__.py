@@ -4,9 +4,10 @@
     report = scan_path("model.pt")          # ScanReport(findings, errors, skipped, scanned)
 
 Formats are identified by content. Pickle streams (raw, inside PyTorch zip archives, several in a row, inside gzip,
-bz2, xz or zlib streams, inside npy object arrays) are walked opcode by opcode and every imported callable is judged
-against an allowlist; safetensors headers are checked. Formats not analysed yet (Keras, HDF5, ONNX, SavedModel,
-GGUF, tar) are reported as skipped or as errors, never as clean.
+bz2, xz or zlib streams, tar archives, npy object arrays) are walked opcode by opcode and every imported callable is
+judged against an allowlist. Keras configs, ONNX and SavedModel graphs, safetensors and GGUF headers are checked too.
+A file that cannot be parsed, or a format that needs a missing extra (Keras HDF5 without h5py), is reported as an
+error or as skipped, never as clean.
 """
 
 from __future__ import annotations
@@ -42,10 +43,20 @@ def _one(path: str, strict: bool) -> ScanReport:
     return ScanReport(tuple(ctx.findings), tuple(ctx.errors), tuple(ctx.skipped), scanned)
 
 
+PARALLEL_FROM = 64
+"""With ``jobs=0`` (automatic), this many files or more are scanned in parallel processes."""
+
+
 def scan_path(*paths: str | os.PathLike[str], strict: bool = False, jobs: int = 1) -> ScanReport:
-    """Scan files and directories (recursively); ``jobs`` > 1 scans files in parallel processes."""
+    """Scan files and directories (recursively).
+
+    ``jobs`` > 1 scans files in that many parallel processes; ``jobs=0`` uses one per CPU (at most 8) once there
+    are :data:`PARALLEL_FROM` files or more, where the pool's start-up cost is repaid.
+    """
     files, missing = _files([str(Path(p)) for p in paths])
     report = ScanReport(errors=tuple(missing))
+    if jobs == 0:
+        jobs = min(8, os.cpu_count() or 1) if len(files) >= PARALLEL_FROM else 1
     if jobs > 1 and len(files) > 1:
         from concurrent.futures import ProcessPoolExecutor  # imported only when used: it costs start-up time
 

@@ -14,7 +14,9 @@ import json
 import lzma
 import os
 import re
+import shutil
 import struct
+import tempfile
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -66,12 +68,12 @@ class Context:
         """Record an error: this part of the file was not fully checked."""
         self.errors.append(ScanError(self.path, member, message))
 
-    def dispatch(self, f: Stream, member: str, *, top: bool = False) -> bool:
-        """Identify ``f`` by content and scan it; False when no scanner knows the format."""
+    def dispatch(self, f: Stream, member: str, *, top: bool = False, kind: str | None = None) -> bool:
+        """Identify ``f`` by content (unless ``kind`` is given) and scan it; False when no scanner knows it."""
         if self.depth > self.limits.max_depth:
             self.error(member, f"nested deeper than {self.limits.max_depth} containers")
             return True
-        kind = sniff(read_head(f))
+        kind = kind or sniff(read_head(f))
         scanner = SCANNERS.get(kind)
         if scanner is None:
             if top:
@@ -172,11 +174,24 @@ class CompressedScanner(Scanner):
 
 
 class ZipScanner(Scanner):
-    """Zip archives (PyTorch's format, npz, nested zips): every member identified by content, with limits."""
+    """Zip archives (PyTorch's format, npz, nested zips): every member identified by content, with limits.
+
+    Members are read the way PyTorch's reader (miniz) reads them, not the way :mod:`zipfile` would: located by the
+    central directory, with no check that the local header's name agrees and no CRC check, stored or deflated. Such
+    disagreements, and bytes the central directory does not account for (a second archive before this one, data
+    hidden between members), are findings, and the unaccounted bytes are scanned too.
+    """
 
     formats = ("zip",)
 
     def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        if not f.seekable():  # a zip inside a compressed stream or another archive: spooled, bounded in size
+            spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed below)
+            with spool:
+                shutil.copyfileobj(f, spool, 1 << 20)
+                spool.seek(0)
+                self.scan(ctx, cast(Stream, spool), member)
+            return
         with zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
             names = {i.filename.rsplit("/", 1)[-1] for i in infos}
@@ -185,21 +200,74 @@ class ZipScanner(Scanner):
                 from dlsec.scan.keras import scan_keras_zip
 
                 scan_keras_zip(ctx, zf, member)
+            self._unaccounted(ctx, f, infos, zf.start_dir, member)
             for info in infos:
                 ctx.members += 1
                 if ctx.members > ctx.limits.max_members:
                     raise ScanLimitError(f"more than {ctx.limits.max_members} archive members")
+                name = f"{member}/{info.filename}" if member else info.filename
                 if info.is_dir() or (keras and info.filename.endswith(".weights.h5")):
                     continue  # Keras 3 reads only datasets from its weights file, never code or a config
                 if info.compress_size and info.file_size / info.compress_size > ctx.limits.max_ratio:
-                    ctx.error(f"{member}/{info.filename}".lstrip("/"), "compression ratio over the limit (zip bomb?)")
+                    ctx.error(name, "compression ratio over the limit (zip bomb?)")
                     continue
                 if info.file_size > ctx.limits.max_member_bytes:
-                    ctx.error(f"{member}/{info.filename}".lstrip("/"), "member larger than the limit")
+                    ctx.error(name, "member larger than the limit")
                     continue
-                name = f"{member}/{info.filename}" if member else info.filename
-                with zf.open(info) as m:
-                    ctx.dispatch(SeekableReader(m, ctx.limits.max_member_bytes), name)
+                if info.flag_bits & 0x1:
+                    ctx.error(name, "encrypted member: its content cannot be checked")
+                    continue
+                self._member(ctx, zf, f, info, name)
+
+    def _member(self, ctx: Context, zf: zipfile.ZipFile, f: Stream, info: zipfile.ZipInfo, name: str) -> None:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{info.filename}: no local header where the central directory points")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        local_name = f.read(name_len)
+        if local_name not in (info.orig_filename.encode("utf-8"), info.orig_filename.encode("cp437", "replace")):
+            ctx.finding(
+                name, info.header_offset, Severity.MEDIUM, "zip-header-mismatch",
+                f"local header names {local_name!r}; readers disagree on which member this is",
+            )  # fmt: skip
+        start = info.header_offset + 30 + name_len + extra_len
+        if info.compress_type == zipfile.ZIP_STORED:
+            raw: Stream = _Slice(f, start, info.compress_size)
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            raw = cast(Stream, _ZlibReader(_Slice(f, start, info.compress_size), wbits=-15))
+        else:  # bzip2 / lzma members: PyTorch cannot read them, zipfile (numpy, Keras) can
+            raw = cast(Stream, zf.open(info))
+        crc = _CrcReader(raw)
+        ctx.dispatch(SeekableReader(crc, ctx.limits.max_member_bytes), name)
+        if crc.done and crc.crc != info.CRC:
+            ctx.finding(
+                name, info.header_offset, Severity.LOW, "zip-bad-crc",
+                "CRC-32 does not match: the member was changed after the archive was written (PyTorch loads it anyway)",
+            )  # fmt: skip
+
+    def _unaccounted(self, ctx: Context, f: Stream, infos: list[zipfile.ZipInfo], end: int, member: str) -> None:
+        """Bytes before the first member or between members: what another reader might take as the archive."""
+        spans = sorted((i.header_offset, i) for i in infos)
+        pos, descriptor = 0, (0, 0)  # sizes a data descriptor after the previous member may take
+        for offset, info in [*spans, (end, None)]:
+            if offset > pos and offset - pos not in descriptor:
+                where = f"{member}@{pos}-{offset}" if member else f"@{pos}-{offset}"
+                ctx.finding(
+                    where, pos, Severity.MEDIUM, "zip-hidden-data",
+                    f"{offset - pos} bytes the central directory does not account for",
+                )  # fmt: skip
+                ctx.dispatch(_Slice(f, pos, offset - pos), where)
+            if info is None:
+                break
+            f.seek(offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            pos = max(pos, offset + 30 + name_len + extra_len + info.compress_size)
+            descriptor = (0, 0)
+            if info.flag_bits & 0x8:  # a data descriptor follows: optional signature, CRC and two sizes (4 or 8)
+                f.seek(pos)
+                sig = 4 if f.read(4) == b"PK\x07\x08" else 0
+                descriptor = (sig + 12, sig + 20)
 
 
 class NpyScanner(Scanner):
@@ -308,10 +376,10 @@ class SeekableReader(io.RawIOBase):
 
 
 class _ZlibReader(io.RawIOBase):
-    """A zlib stream as a readable file (joblib's compression)."""
+    """A zlib stream (joblib's compression) or, with ``wbits=-15``, a raw deflate stream as a readable file."""
 
-    def __init__(self, f: Stream) -> None:
-        self.f, self.d, self.buf = f, zlib.decompressobj(), b""
+    def __init__(self, f: Stream, wbits: int = zlib.MAX_WBITS) -> None:
+        self.f, self.d, self.buf = f, zlib.decompressobj(wbits), b""
 
     def readable(self) -> bool:
         return True
@@ -329,6 +397,66 @@ class _ZlibReader(io.RawIOBase):
         return out
 
 
+class _Slice(io.RawIOBase):
+    """``size`` bytes of a seekable stream from ``start``, as a seekable stream of its own."""
+
+    def __init__(self, f: Stream, start: int, size: int) -> None:
+        self.f, self.start, self.size, self.pos = f, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.pos if n < 0 else min(n, self.size - self.pos)
+        if n <= 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+
+class _CrcReader(io.RawIOBase):
+    """Passes a stream through, computing the CRC-32 of what was read; ``done`` once its end was reached."""
+
+    def __init__(self, f: Stream) -> None:
+        self.f, self.crc, self.done = f, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.crc = zlib.crc32(data, self.crc)
+        self.done = self.done or (not data and n != 0)
+        return data
+
+
+def _ends_like_zip(f: Stream) -> bool:
+    """Whether an end-of-central-directory record sits in the last 64 KiB, as zipfile looks for one."""
+    size = f.seek(0, io.SEEK_END)
+    f.seek(max(0, size - (1 << 16) - 22))
+    tail = f.read()
+    f.seek(0)
+    return b"PK\x05\x06" in tail
+
+
 def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) -> Context:
     """Scan one file; the context holds its findings, errors and skips."""
     ctx = Context(path=path, strict=strict, limits=limits or Limits())
@@ -340,7 +468,16 @@ def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) 
 
                 scan_protobuf(ctx, path, "onnx" if path.endswith(".onnx") else "savedmodel")
                 return ctx
-            ctx.dispatch(f, "", top=True)
+            if kind in ("unknown", "pickle0") and _ends_like_zip(f):
+                # Data before a zip archive: zipfile-based loaders (Keras, numpy's zipfile users) still open it.
+                # The bytes before it are scanned as hidden data; if it is no zip after all, as what it looked like.
+                errors = len(ctx.errors)
+                ctx.dispatch(f, "", kind="zip")
+                if len(ctx.errors) > errors and kind == "pickle0":
+                    f.seek(0)
+                    ctx.dispatch(f, "", top=True)
+            else:
+                ctx.dispatch(f, "", top=True)
     except OSError as exc:
         ctx.error("", f"cannot read: {exc}")
     return ctx
