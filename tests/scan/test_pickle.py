@@ -422,6 +422,19 @@ def test_benign_sklearn_pipeline(proto):
         ("builtins", "type", "unknown"),
         ("posix", "", "unknown"),
         ("o\ns", "system", "unknown"),
+        # Classes that are plain data stay allowed; reaching their file-touching methods does not.
+        ("pathlib", "PosixPath", "safe"),
+        ("pathlib", "Path.write_text", "dangerous"),
+        ("pathlib", "PosixPath.unlink", "dangerous"),
+        ("zipfile", "ZipFile", "dangerous"),
+        ("tarfile", "open", "dangerous"),
+        ("gzip", "open", "dangerous"),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper", "safe"),
+        ("joblib.memory", "Memory", "dangerous"),
+        ("sklearn.utils.parallel", "Parallel", "dangerous"),
+        ("sklearn.linear_model._logistic", "LogisticRegression", "safe"),
+        # namedtuple builds source code; pickled namedtuple instances import their own class, never the factory
+        ("collections", "namedtuple", "unknown"),
     ],
 )
 def test_classify(module, name, verdict):

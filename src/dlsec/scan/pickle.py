@@ -104,7 +104,6 @@ _SAFE_EXACT = _names(
     "torch.nn.parameter.UninitializedParameter", "torch.nn.parameter.UninitializedBuffer",
     *[f"torch.{n}" for n in _TORCH_DTYPES],
     "collections.OrderedDict", "collections.defaultdict", "collections.Counter", "collections.deque",
-    "collections.namedtuple",
     *[f"builtins.{n}" for n in (
         "dict", "list", "set", "frozenset", "tuple", "int", "float", "complex", "bool", "str", "bytes",
         "bytearray", "slice", "range", "object", "NoneType", "Ellipsis", "NotImplemented", "True", "False",
@@ -154,6 +153,10 @@ _DANGEROUS_PREFIXES = _names(
     "numpy.lib._npyio_impl", "numpy.lib.format", "numpy.ctypeslib", "numpy.testing", "numpy.f2py",
     "numpy.distutils", "joblib.load", "joblib.numpy_pickle.load", "joblib.parallel", "joblib.Parallel",
     "pandas.read_pickle", "pandas.io.pickle", "yaml.load", "yaml.unsafe_load",
+    # Modules that open, create or delete files when a class is constructed or a method is reached through a
+    # dotted name (pathlib.Path.write_text); the plain classes allowed above stay allowed.
+    "pathlib", "zipfile", "tarfile", "gzip", "bz2", "lzma", "codecs.open", "linecache", "joblib",
+    "sklearn.utils.parallel", "sklearn.utils._joblib", "sklearn.externals",
 )
 
 # Attribute names whose presence anywhere in a path reaches interpreter internals.
