@@ -150,6 +150,8 @@ def build_corpus(root: Path) -> tuple[list[Path], list[Path]]:
     w("compressed.pkl.xz", lzma.compress(payload))
     joblib.dump({"model": _os_system()}, mal / "joblib_zlib.joblib", compress=("zlib", 3))
     M.append(mal / "joblib_zlib.joblib")
+    joblib.dump({"model": _os_system()}, mal / "joblib_lz4.joblib", compress="lz4")  # needs lz4 (dlsec's lz4 extra)
+    M.append(mal / "joblib_lz4.joblib")
     # joblib writes numpy array bytes raw inside the pickle stream; the payload comes after them
     joblib.dump({"w": np.arange(64, dtype=np.float64), "cfg": _os_system()}, mal / "joblib_payload_after_array.joblib")
     M.append(mal / "joblib_payload_after_array.joblib")

@@ -14,6 +14,7 @@ import os
 import pathlib
 import pickle
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -119,6 +120,29 @@ def test_payload_in_later_pickle_of_legacy_multi_pickle_file(tmp_path: Path) -> 
 def test_compressed_containers(tmp_path: Path, wrap) -> None:  # type: ignore[no-untyped-def]
     report = scan_path(write(tmp_path, "model.dat", wrap(evil())))
     assert critical(report)
+
+
+def test_lz4_streams_and_joblib_lz4(tmp_path: Path) -> None:
+    import joblib
+    import lz4.frame
+
+    assert critical(scan_path(write(tmp_path, "model.lz4", lz4.frame.compress(evil()))))
+    joblib.dump({"w": np.arange(8.0), "x": Payload()}, tmp_path / "m.joblib", compress="lz4")
+    joblib.dump({"w": np.arange(8.0)}, tmp_path / "ok.joblib", compress="lz4")
+    assert critical(scan_path(tmp_path / "m.joblib"))
+    ok = scan_path(tmp_path / "ok.joblib")
+    assert not ok.findings and not ok.errors and ok.scanned
+
+
+def test_lz4_without_the_package_is_skipped_never_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lz4.frame
+
+    path = write(tmp_path, "model.lz4", lz4.frame.compress(pickle.dumps({"w": [1.0]})))
+    monkeypatch.setitem(sys.modules, "lz4", None)  # import lz4 now raises ImportError
+    monkeypatch.setitem(sys.modules, "lz4.frame", None)
+    report = scan_path(path)
+    assert report.skipped and "lz4" in report.skipped[0].reason
+    assert not report.scanned and report.exit_code(Severity.HIGH) == 3
 
 
 def test_nested_zip_in_zip(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ _PICKLE_V0_START = set(b"(]})cNIJKLMFSVXUTGdlitP")
 def sniff(head: bytes) -> str:
     """The format of a stream from its first bytes (at least 512 where the stream is that long).
 
-    One of ``zip``, ``gzip``, ``bz2``, ``xz``, ``zlib``, ``npy``, ``hdf5``, ``gguf``, ``tar``, ``safetensors``,
+    One of ``zip``, ``gzip``, ``bz2``, ``xz``, ``lz4``, ``zlib``, ``npy``, ``hdf5``, ``gguf``, ``tar``, ``safetensors``,
     ``pickle``, ``pickle0`` (a protocol 0/1 candidate, confirmed only by parsing) or ``unknown``.
     """
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
@@ -28,6 +28,8 @@ def sniff(head: bytes) -> str:
         return "bz2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
