@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dlsec.attacks import REGISTRY, Attack, get_attack
+from dlsec.errors import ConfigError
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "fgsm": {},
@@ -45,7 +46,7 @@ CASES = [(name, norm) for name in sorted(SETTINGS) for norm in get_attack(name).
 
 def make(name: str, norm: str, **extra: Any) -> Attack:
     cls: Any = get_attack(name)
-    return cls(norm=norm, eps=EPS[norm], **{**SETTINGS[name], **extra})
+    return cls(**{"norm": norm, "eps": EPS[norm], **SETTINGS[name], **extra})
 
 
 def test_every_registered_attack_is_covered() -> None:
@@ -96,3 +97,48 @@ def test_batch_equals_rows(name: str, norm: str, tiny_model_session, small_batch
     assert batch.success.any() and not batch.success.all()  # neither side of the comparison is vacuous
     assert torch.equal(batch.success, torch.cat([r.success for r in rows]))
     assert torch.allclose(batch.x_adv, torch.cat([r.x_adv for r in rows]), atol=atol)
+
+
+NO_EARLY_STOP = [(name, norm) for name, norm in CASES if not get_attack(name).minimum_norm]
+"""The budget attacks, which take ``early_stop=False`` (adversarial training's inner maximisation)."""
+
+
+@pytest.mark.parametrize("name, norm", NO_EARLY_STOP)
+def test_without_early_stop_budget_and_fresh_success(name: str, norm: str, tiny_model_session, small_batch) -> None:
+    x, y = small_batch[0][:32], small_batch[1][:32]
+    res = make(name, norm, early_stop=False, eps=0.3 if norm == "linf" else 2.0)(tiny_model_session, x, y)
+    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    assert float(res.norms.max()) <= (0.3 if norm == "linf" else 2.0) * (1 + 1e-5) + 1e-6
+    with torch.no_grad():
+        pred = tiny_model_session(res.x_adv).argmax(1)
+    assert torch.equal(res.success, pred != y)  # the real criterion, though no point was ever reported done
+    assert res.success.any()
+
+
+@pytest.mark.parametrize("name, norm", NO_EARLY_STOP)
+def test_without_early_stop_every_point_is_attacked(name: str, norm: str, tiny_model_session, small_batch) -> None:
+    x, y = small_batch[0][:32], small_batch[1][:32]
+    stop = make(name, norm, eps=0.3 if norm == "linf" else 2.0)(tiny_model_session, x, y)
+    full = make(name, norm, early_stop=False, eps=0.3 if norm == "linf" else 2.0)(tiny_model_session, x, y)
+    assert stop.success.sum() >= 8  # early stopping had points to skip
+    assert full.forwards > stop.forwards
+    assert bool((full.norms > 0).all())  # already-fooled points were moved too
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_without_early_stop_runs_every_step_on_every_point(norm: str, tiny_model_session, digits_test) -> None:
+    x, y = digits_test.x[:40], digits_test.y[:40]
+    steps = 4
+    eps = EPS[norm] * 3
+    res = get_attack("pgd")(norm=norm, eps=eps, steps=steps, early_stop=False)(tiny_model_session, x, y)  # type: ignore[call-arg]
+    assert res.success.any()  # some points become adversarial early and are still attacked to the end
+    # clean pass, steps + 1 forwards and steps backwards per point, and the fresh re-check
+    assert res.forwards == len(x) * (1 + steps + 1 + 1)
+    assert res.backwards == len(x) * steps
+    assert float(res.norms.max()) <= eps * (1 + 1e-5) + 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SETTINGS if get_attack(n).minimum_norm))
+def test_minimum_norm_attacks_refuse_no_early_stop(name: str) -> None:
+    with pytest.raises(ConfigError, match="minimum-norm"):
+        get_attack(name)(norm="l2", early_stop=False)  # type: ignore[call-arg]

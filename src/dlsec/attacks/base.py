@@ -8,7 +8,8 @@ and, around ``run``:
 * puts the model in eval mode with its weights frozen, and restores both afterwards (weights are never changed);
 * seeds a private ``torch.Generator`` so a run is deterministic given ``seed``;
 * skips points that are already adversarial (per-sample early stopping before the first step) and splits the rest
-  into batches of ``batch_size``;
+  into batches of ``batch_size``; with ``early_stop=False`` (adversarial training) it attacks every point and
+  :meth:`Context.is_adv` reports none as done, so an attack runs all its steps on every point;
 * runs gradient-free attacks under ``torch.no_grad()`` so a black-box attack cannot use gradients;
 * projects the output onto the ``eps`` ball and the box [0, 1], then re-checks success with a fresh forward pass;
 * counts per-sample forward and backward passes and the wall time.
@@ -97,8 +98,15 @@ class Context:
     generator: torch.Generator
     targeted: bool
     num_classes: int
+    early_stop: bool = True
 
     def is_adv(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Whether each point is done: adversarial (:meth:`succeeds`), or never with ``early_stop=False``."""
+        if not self.early_stop:
+            return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        return self.succeeds(logits, y, target)
+
+    def succeeds(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Success per sample: classified as ``target`` when targeted, anything but ``y`` otherwise."""
         if target is not None and self.targeted:
             return logits.argmax(1) == target
@@ -145,6 +153,9 @@ class Attack(ABC):
     targeted: bool = param(False, doc="aim for a given target class instead of any wrong class")
     seed: int = param(0, doc="seed of the attack's own random generator")
     batch_size: int = param(1024, ge=1, doc="points attacked at once")
+    early_stop: bool = param(
+        True, doc="stop on a point once it is adversarial; False (adversarial training) runs every step on every point"
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -166,6 +177,8 @@ class Attack(ABC):
             raise ConfigError(f"eps must be finite, got {self.eps}")
         if self.targeted and not self.supports_targets:
             raise ConfigError(f"{self.name} has no targeted version")
+        if self.minimum_norm and not self.early_stop:
+            raise ConfigError(f"{self.name} is a minimum-norm attack: it needs early_stop to find the boundary")
 
     @classmethod
     def describe(cls) -> str:
@@ -177,7 +190,7 @@ class Attack(ABC):
         """Return candidate adversarial inputs for a batch of points that are not yet adversarial.
 
         ``x`` is on the model's device; the base projects the result and re-checks it, so ``run`` only needs to
-        search. Attacks should stop working on a point once it is adversarial.
+        search. Attacks should stop working on a point once :meth:`Context.is_adv` reports it done.
         """
 
     def __call__(
@@ -207,7 +220,9 @@ class Attack(ABC):
             if int(yd.max()) >= k or (td is not None and (int(td.max()) >= k or int(td.min()) < 0)):
                 raise InputError(f"labels or targets out of range for a model with {k} classes")
             gen = torch.Generator(device=dev if dev.type != "mps" else "cpu").manual_seed(self.seed)
-            ctx = Context(model=counter, generator=gen, targeted=self.targeted, num_classes=k)
+            ctx = Context(
+                model=counter, generator=gen, targeted=self.targeted, num_classes=k, early_stop=self.early_stop
+            )
             x_adv = xd.clone()
             todo = (~ctx.is_adv(logits, yd, td)).nonzero().squeeze(1)
             for chunk in todo.split(self.batch_size) if todo.numel() else ():
@@ -220,7 +235,7 @@ class Attack(ABC):
             else:
                 x_adv = x_adv.clamp(0.0, 1.0)
             with torch.no_grad():
-                success = ctx.is_adv(counter(x_adv), yd, td)
+                success = ctx.succeeds(counter(x_adv), yd, td)
             norms = lp_norm(x_adv - xd, self.norm)
             if self.eps is not None:
                 # Float rounding in the projection must not turn a point that is in budget into a failure.

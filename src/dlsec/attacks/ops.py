@@ -76,12 +76,33 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
 
 LOSSES = ("ce", "dlr", "margin")
 
+REFERENCE_LOSSES = ("kl",)
+"""Losses measured against a reference prediction (the clean logits) instead of the labels."""
 
-def attack_loss(kind: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample loss that the attack maximises: ``ce``, ``dlr`` or ``margin`` (Carlini-Wagner's f6).
 
-    With ``target`` the loss rewards moving towards the target class instead of away from ``y``.
+def kl_loss(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(reference) || softmax(logits))`` per sample: TRADES's inner objective (Zhang et al. 2019)."""
+    log_q = torch.nn.functional.log_softmax(logits, dim=1)
+    log_p = torch.nn.functional.log_softmax(reference, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def attack_loss(
+    kind: str,
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample loss that the attack maximises: ``ce``, ``dlr``, ``margin`` (Carlini-Wagner's f6) or ``kl``.
+
+    With ``target`` the loss rewards moving towards the target class instead of away from ``y``. ``kl`` ignores the
+    labels and needs ``reference``, the clean logits of the same points (see :func:`kl_loss`).
     """
+    if kind == "kl":
+        if reference is None:
+            raise ValueError("the kl loss needs the clean logits as reference")
+        return kl_loss(logits, reference)
     if kind == "ce":
         if target is None:
             return torch.nn.functional.cross_entropy(logits, y, reduction="none")

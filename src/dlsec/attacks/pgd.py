@@ -6,6 +6,9 @@ ICLR 2018, https://arxiv.org/abs/1706.06083.
 Each step moves along the steepest-ascent direction of the loss for the norm (the gradient's sign for Linf, the
 normalised gradient for L2) by ``step_size`` (default ``2.5 * eps / steps``), then projects onto the ``eps`` ball
 and [0, 1]. A point stops as soon as an iterate is adversarial, and later restarts run only on points still robust.
+With ``loss="kl"`` it ascends the KL divergence from the model's prediction on the clean input (computed once per
+call, without gradient): TRADES's inner maximisation (Zhang et al., ICML 2019); it needs the random start, since
+the KL gradient is zero at the clean input.
 
 Shapes: ``x`` (N, C, H, W) in [0, 1], ``y`` (N,). Example::
 
@@ -20,7 +23,17 @@ from dataclasses import dataclass
 import torch
 
 from dlsec.attacks.base import Attack, Context, param
-from dlsec.attacks.ops import LOSSES, attack_loss, clip_box, expand, lp_norm, normalize, project
+from dlsec.attacks.ops import (
+    LOSSES,
+    REFERENCE_LOSSES,
+    attack_loss,
+    clip_box,
+    expand,
+    lp_norm,
+    normalize,
+    project,
+)
+from dlsec.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +46,12 @@ class PGD(Attack):
     step_size: float | None = param(None, gt=0.0, doc="step length; default 2.5 * eps / steps")
     random_start: bool = param(True, doc="start from a uniform random point in the eps ball")
     restarts: int = param(1, ge=1, doc="independent runs; later ones only on points still robust")
-    loss: str = param("ce", choices=LOSSES, doc="loss to ascend")
+    loss: str = param("ce", choices=LOSSES + REFERENCE_LOSSES, doc="loss to ascend (kl: TRADES)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss in REFERENCE_LOSSES and not self.random_start:
+            raise ConfigError(f"pgd with loss {self.loss!r} needs random_start: its gradient is zero at the input")
 
     def run(self, ctx: Context, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         assert self.eps is not None
@@ -41,11 +59,16 @@ class PGD(Attack):
         alpha = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
         best = x.clone()
         todo = torch.arange(len(x), device=x.device)
+        ref = None
+        if self.loss in REFERENCE_LOSSES:
+            with torch.no_grad():
+                ref = ctx.model(x).detach()
         for _ in range(self.restarts):
             if todo.numel() == 0:
                 break
             x0, y0 = x[todo], y[todo]
             t0 = target[todo] if target is not None else None
+            r0 = ref[todo] if ref is not None else None
             adv = self._start(ctx, x0) if self.random_start else x0.clone()
             idx = torch.arange(len(todo), device=x.device)  # positions in this restart still active
             hit = torch.zeros(len(todo), dtype=torch.bool, device=x.device)
@@ -61,13 +84,14 @@ class PGD(Attack):
                     hit[idx[done]] = True
                     if not keep.any():
                         break
-                loss = attack_loss(self.loss, logits, y0, t0).sum()
+                loss = attack_loss(self.loss, logits, y0, t0, r0).sum()
                 (grad,) = torch.autograd.grad(loss, xa)
                 adv = adv.detach()
                 if done.any():
                     keep = ~done
                     adv, grad, x0, y0, idx = adv[keep], grad[keep], x0[keep], y0[keep], idx[keep]
                     t0 = t0[keep] if t0 is not None else None
+                    r0 = r0[keep] if r0 is not None else None
                 adv = clip_box(adv + alpha * normalize(grad, self.norm), x0, self.norm, eps)
             todo = todo[~hit]  # points still robust go to the next restart
         return best

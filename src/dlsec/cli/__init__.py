@@ -21,6 +21,7 @@ COMMANDS = {
     "attacks": "dlsec.cli.attack:attacks",
     "checks": "dlsec.cli.evaluate:checks",
     "scan": "dlsec.cli.scan:scan",
+    "train": "dlsec.cli.train:train",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 

@@ -66,7 +66,7 @@ def attacks() -> None:
         kind = "minimum-norm" if cls.minimum_norm else ("black-box" if cls.gradient_free else "budget")
         console.print(f"[bold]{name}[/bold] ({kind}; norms {', '.join(cls.norms)}): {cls.describe()}")
         for f in dataclasses.fields(cls):
-            if f.name in ("norm", "eps", "targeted", "seed", "batch_size"):
+            if f.name in ("norm", "eps", "targeted", "seed", "batch_size", "early_stop"):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else ""
             console.print(f"    {f.name}={default!r}  {f.metadata.get('doc', '')}", highlight=False)

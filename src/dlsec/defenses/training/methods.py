@@ -1,0 +1,195 @@
+"""Training methods, registered by name; each writes only its per-sample loss for a batch.
+
+* ``standard``: cross-entropy on clean inputs.
+* ``fgsm-rs``: "fast" adversarial training (Wong, Rice & Kolter, ICLR 2020): one FGSM step of ``1.25 * eps`` from a
+  uniform random start, projected back onto the ball.
+* ``pgd``: PGD adversarial training (Madry et al., ICLR 2018): ``attack_steps`` steps of ``2.5 * eps / steps``
+  from a random start.
+* ``trades``: TRADES (Zhang et al., ICML 2019): cross-entropy on the clean input plus ``beta`` times
+  ``KL(f(x) || f(x'))``, with ``x'`` from PGD on that KL divergence.
+
+The inner attack is :class:`dlsec.attacks.PGD` with ``early_stop=False``: every point gets every step, including
+points already misclassified (Madry's training objective). Its random start is seeded per sample (see
+:class:`InnerPGD`) so that the result does not depend on how a batch is split across processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dlsec.attacks import PGD, Context
+from dlsec.attacks.ops import kl_loss
+from dlsec.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dlsec.defenses.training.config import TrainConfig
+
+__all__ = ["METHODS", "Batch", "InnerPGD", "Method", "get_method"]
+
+METHODS: dict[str, type[Method]] = {}
+"""Every training method by its registered name."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InnerPGD(PGD):
+    """PGD whose random start for row ``i`` comes from a generator seeded with ``sample_seeds[i]``.
+
+    The start of a point then depends on its own seed only, not on which other points share its batch, so a batch
+    split across processes gets the same starts as on one process. Everything else is :class:`PGD` as registered
+    (this class is not registered). The seeds must cover every point of a call, in order: use it with
+    ``early_stop=False``, one restart and ``batch_size`` at least the number of points.
+    """
+
+    sample_seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sample_seeds and (self.early_stop or self.restarts != 1):
+            raise ConfigError("per-sample seeds need early_stop=False and one restart")
+
+    def _start(self, ctx: Context, x0: torch.Tensor) -> torch.Tensor:
+        if not self.sample_seeds:
+            return super()._start(ctx, x0)
+        if len(self.sample_seeds) != len(x0):
+            raise RuntimeError(f"{len(self.sample_seeds)} seeds for {len(x0)} points; raise batch_size")
+        own = ctx.generator
+        rows = []
+        try:
+            for i, seed in enumerate(self.sample_seeds):
+                ctx.generator = torch.Generator(device=own.device).manual_seed(seed)
+                rows.append(super()._start(ctx, x0[i : i + 1]))
+        finally:
+            ctx.generator = own
+        return torch.cat(rows)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One process's share of a training batch.
+
+    ``x`` (n, C, H, W) and ``y`` (n,) on the model's device; ``eps`` the budget at this step (after warm-up);
+    ``seeds`` one attack seed per point, drawn for the global batch and sliced, so they do not depend on the number
+    of processes.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    eps: float
+    seeds: tuple[int, ...]
+
+
+class Method(ABC):
+    """A training method: :meth:`loss` returns the per-sample loss of a batch; the trainer does the rest.
+
+    ``net`` is the model to differentiate (wrapped in DistributedDataParallel when distributed, in train mode);
+    ``model`` is the bare module, which the inner attack uses (in eval mode, weights frozen, by the attack base).
+    """
+
+    name: ClassVar[str] = ""
+    adversarial: ClassVar[bool] = True
+    """Whether the method trains on adversarial examples (the standard one does not)."""
+    mixes_clean: ClassVar[bool] = False
+    """Whether ``clean_weight`` applies: the loss mixes clean and adversarial cross-entropy."""
+    detects_overfitting: ClassVar[bool] = False
+    """Whether catastrophic overfitting is watched for (single-step methods)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            METHODS[cls.name] = cls
+
+    @classmethod
+    def describe(cls) -> str:
+        """The first line of the method's docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @abstractmethod
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss ``(n,)`` with gradient, and per-sample correctness ``(n,)`` of the trained prediction."""
+
+    def attack(self, batch: Batch, steps: int, step: float, loss: str = "ce") -> InnerPGD:
+        """The inner PGD for ``batch``: ``steps`` steps of ``step * eps`` from a per-sample seeded random start."""
+        return InnerPGD(
+            norm=self.config.norm,
+            eps=batch.eps,
+            steps=steps,
+            step_size=step * batch.eps,
+            random_start=True,
+            loss=loss,
+            early_stop=False,
+            batch_size=max(1, len(batch.x)),
+            sample_seeds=batch.seeds,
+        )
+
+    def _mixed(self, net: nn.Module, batch: Batch, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.config.clean_weight
+        logits_adv = net(x_adv)
+        loss = F.cross_entropy(logits_adv, batch.y, reduction="none")
+        if w > 0:
+            loss = w * F.cross_entropy(net(batch.x), batch.y, reduction="none") + (1 - w) * loss
+        return loss, logits_adv.detach().argmax(1) == batch.y
+
+
+class Standard(Method):
+    """Standard training: cross-entropy on clean inputs."""
+
+    name = "standard"
+    adversarial = False
+
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = net(batch.x)
+        return F.cross_entropy(logits, batch.y, reduction="none"), logits.detach().argmax(1) == batch.y
+
+
+class FGSMRS(Method):
+    """FGSM with random start, "fast" adversarial training (Wong et al. 2020); watched for catastrophic overfitting."""
+
+    name = "fgsm-rs"
+    mixes_clean = True
+    detects_overfitting = True
+
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = self.attack(batch, 1, self.config.fgsm_step)(model, batch.x, batch.y).x_adv
+        return self._mixed(net, batch, x_adv)
+
+
+class PGDAT(Method):
+    """PGD adversarial training (Madry et al. 2018): cross-entropy on multi-step PGD examples."""
+
+    name = "pgd"
+    mixes_clean = True
+
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = self.attack(batch, self.config.attack_steps, self.config.step)(model, batch.x, batch.y).x_adv
+        return self._mixed(net, batch, x_adv)
+
+
+class TRADES(Method):
+    """TRADES (Zhang et al. 2019): clean cross-entropy plus beta * KL(f(x) || f(x')), x' maximising the KL."""
+
+    name = "trades"
+
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        atk = self.attack(batch, self.config.attack_steps, self.config.step, loss="kl")
+        x_adv = atk(model, batch.x, batch.y).x_adv
+        logits = net(batch.x)
+        logits_adv = net(x_adv)
+        loss = F.cross_entropy(logits, batch.y, reduction="none") + self.config.beta * kl_loss(logits_adv, logits)
+        return loss, logits_adv.detach().argmax(1) == batch.y
+
+
+def get_method(name: str) -> type[Method]:
+    """The method registered as ``name``; :class:`ConfigError` naming the known ones otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown training method {name!r}; known: {', '.join(METHODS)}") from None
