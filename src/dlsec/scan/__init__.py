@@ -13,6 +13,7 @@ error or as skipped, never as clean.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
@@ -23,18 +24,30 @@ from dlsec.scan.results import Finding, ScanError, ScanReport, Severity, Skipped
 __all__ = ["SCANNERS", "Finding", "Limits", "ScanError", "ScanReport", "Severity", "Skipped", "scan_path"]
 
 
-def _files(paths: list[str]) -> tuple[list[str], list[ScanError]]:
-    out, missing = [], []
+def _files(paths: list[str]) -> tuple[list[str], list[ScanError], list[Skipped]]:
+    """Regular files under ``paths`` (symlinks followed to regular files only); FIFOs and devices are skipped."""
+    out, missing, others = [], [], []
+    candidates: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             for root, dirs, names in os.walk(p):
                 dirs.sort()
-                out += [os.path.join(root, n) for n in sorted(names)]
-        elif os.path.isfile(p):
-            out.append(p)
+                candidates += [os.path.join(root, n) for n in sorted(names)]
+        elif os.path.lexists(p):
+            candidates.append(p)
         else:
             missing.append(ScanError(p, "", "no such file or directory"))
-    return out, missing
+    for c in candidates:
+        try:
+            regular = stat.S_ISREG(os.stat(c).st_mode)
+        except OSError as exc:
+            missing.append(ScanError(c, "", f"cannot read: {exc.strerror or exc}"))
+            continue
+        if regular:
+            out.append(c)
+        else:
+            others.append(Skipped(c, "not a regular file (a FIFO, device or socket): not opened"))
+    return out, missing, others
 
 
 def _one(path: str, strict: bool) -> ScanReport:
@@ -53,8 +66,8 @@ def scan_path(*paths: str | os.PathLike[str], strict: bool = False, jobs: int = 
     ``jobs`` > 1 scans files in that many parallel processes; ``jobs=0`` uses one per CPU (at most 8) once there
     are :data:`PARALLEL_FROM` files or more, where the pool's start-up cost is repaid.
     """
-    files, missing = _files([str(Path(p)) for p in paths])
-    report = ScanReport(errors=tuple(missing))
+    files, missing, others = _files([str(Path(p)) for p in paths])
+    report = ScanReport(errors=tuple(missing), skipped=tuple(others))
     if jobs == 0:
         jobs = min(8, os.cpu_count() or 1) if len(files) >= PARALLEL_FROM else 1
     if jobs > 1 and len(files) > 1:

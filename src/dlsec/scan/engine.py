@@ -13,7 +13,6 @@ import io
 import json
 import lzma
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -44,7 +43,8 @@ class Limits:
     max_members: int = 100_000
     max_member_bytes: int = 64 << 30
     max_ratio: float = 1000.0
-    max_opcodes: int = 50_000_000
+    max_opcodes: int = 50_000_000  # for the whole file, all its pickles together
+    ratio_floor: int = 1 << 20  # decompressed bytes below which a stream's ratio is not judged
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Context:
     skipped: list[Skipped] = field(default_factory=list)
     depth: int = 0
     members: int = 0
+    archive: int = 0  # how many archive members (zip, tar) we are inside
+    opcodes: int = 0  # pickle opcodes read so far in this file
 
     def finding(self, member: str, offset: int | None, severity: Severity, rule: str, message: str) -> None:
         """Record a finding."""
@@ -130,7 +132,8 @@ class PickleScanner(Scanner):
         from dlsec.scan.pickle import analyze_pickles
 
         candidate = sniff(read_head(f)) == "pickle0"
-        analyses = analyze_pickles(cast(BinaryIO, f), max_opcodes=ctx.limits.max_opcodes)
+        analyses = analyze_pickles(cast(BinaryIO, f), max_opcodes=max(0, ctx.limits.max_opcodes - ctx.opcodes))
+        ctx.opcodes += analyses.opcodes
         for i, a in enumerate(analyses):
             for call in a.calls:
                 sev = _severity(call.verdict, ctx.strict)
@@ -140,12 +143,14 @@ class PickleScanner(Scanner):
                         f"{call.opcode} imports {call.module}.{call.name}: {call.reason}",
                     )  # fmt: skip
             if a.error:
-                if not a.calls and ((candidate and ctx.depth > 1) or (a.opcodes < 16 and (i > 0 or candidate))):
+                limit = a.error.startswith("opcode limit")
+                if not a.calls and not limit and ((candidate and ctx.archive) or (a.opcodes < 16 and (i > 0 or candidate))):
                     # Bytes that merely look like a pickle's first opcodes: a text file, raw tensor data in an
                     # archive, or the storage bytes after the pickles of torch's legacy format. No import is
                     # reached before the parse fails, so no loader could call anything from them either. Inside
                     # an archive, raw tensor bytes can run on for many opcode-like bytes (e.g. int8 data of 'N').
-                    if i == 0 and ctx.depth == 1:
+                    # A whole file (or a compressed whole file) that is no pickle is skipped, never clean.
+                    if i == 0 and not ctx.archive:
                         ctx.skipped.append(Skipped(ctx.path, "not a recognised model format"))
                     return
                 ctx.error(member, f"pickle parse stopped at byte {a.end_offset}: {a.error}")
@@ -168,19 +173,27 @@ class CompressedScanner(Scanner):
             except ImportError:
                 ctx.skipped.append(Skipped(ctx.path, "lz4 stream: install the lz4 extra (pip install 'dlsec[lz4]')"))
                 return
-            inner = lz4.frame.LZ4FrameFile(f)
-        elif kind == "gzip":
-            inner = gzip.GzipFile(fileobj=f)  # type: ignore[arg-type,assignment]  # noqa: SIM115 (closed below)
-        elif kind == "bz2":
-            inner = bz2.BZ2File(f)  # type: ignore[arg-type,assignment]  # noqa: SIM115
-        elif kind == "xz":
-            inner = lzma.LZMAFile(f)  # type: ignore[arg-type,assignment]  # noqa: SIM115
+            src = _Counting(f)
+            inner = lz4.frame.LZ4FrameFile(src)
         else:
-            inner = _ZlibReader(f)
+            src = _Counting(f)
+            if kind == "gzip":
+                inner = gzip.GzipFile(fileobj=src)  # type: ignore[arg-type,assignment]  # noqa: SIM115 (closed below)
+            elif kind == "bz2":
+                inner = bz2.BZ2File(src)  # type: ignore[arg-type,assignment]  # noqa: SIM115
+            elif kind == "xz":
+                inner = lzma.LZMAFile(src)  # type: ignore[arg-type,assignment]  # noqa: SIM115
+            else:
+                inner = _ZlibReader(src)
+        name = f"{member}!{kind}" if member else kind
         with inner:
-            data = SeekableReader(inner, ctx.limits.max_member_bytes)
-            if not ctx.dispatch(data, f"{member}!{kind}" if member else kind):
+            out = _Decompressed(inner, src, ctx.limits)
+            if not ctx.dispatch(SeekableReader(out, ctx.limits.max_member_bytes), name):
                 ctx.skipped.append(Skipped(ctx.path, f"{kind} stream of an unsupported format"))
+        if out.failure is not None:
+            # What was read before the failure has been scanned (a loader would have run it too).
+            failure = out.failure
+            ctx.error(name, f"limit hit: {failure}" if isinstance(failure, ScanLimitError) else f"{kind} stream: {failure}")
 
 
 class ZipScanner(Scanner):
@@ -204,8 +217,18 @@ class ZipScanner(Scanner):
             return
         with zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
-            names = {i.filename.rsplit("/", 1)[-1] for i in infos}
-            keras = {"config.json", "metadata.json"} <= names and any(n.endswith(".weights.h5") for n in names)
+            names = [i.filename for i in infos]
+            for dup in sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else ():
+                ctx.finding(
+                    f"{member}/{dup}" if member else dup, None, Severity.MEDIUM, "zip-duplicate-name",
+                    "several members share this name; readers disagree on which one they load (all are scanned)",
+                )  # fmt: skip
+            # Keras 3 reads config.json at the archive's root before anything else, whatever the weights' format.
+            keras = "config.json" in names and (
+                "metadata.json" in names
+                or any(n.startswith("model.weights.") for n in names)
+                or (member or ctx.path).endswith(".keras")
+            )
             if keras:
                 from dlsec.scan.keras import scan_keras_zip
 
@@ -227,7 +250,15 @@ class ZipScanner(Scanner):
                 if info.flag_bits & 0x1:
                     ctx.error(name, "encrypted member: its content cannot be checked")
                     continue
-                self._member(ctx, zf, f, info, name)
+                ctx.archive += 1
+                try:  # one unreadable member must not hide the others (PyTorch reads each by name)
+                    self._member(ctx, zf, f, info, name)
+                except ScanLimitError as exc:
+                    ctx.error(name, f"limit hit: {exc}")
+                except Exception as exc:
+                    ctx.error(name, f"{type(exc).__name__}: {exc}")
+                finally:
+                    ctx.archive -= 1
 
     def _member(self, ctx: Context, zf: zipfile.ZipFile, f: Stream, info: zipfile.ZipInfo, name: str) -> None:
         f.seek(info.header_offset)
@@ -249,7 +280,8 @@ class ZipScanner(Scanner):
         else:  # bzip2 / lzma members: PyTorch cannot read them, zipfile (numpy, Keras) can
             raw = cast(Stream, zf.open(info))
         crc = _CrcReader(raw)
-        ctx.dispatch(SeekableReader(crc, ctx.limits.max_member_bytes), name)
+        overflow = f"member inflates past its declared size of {info.file_size} bytes (a lying ratio: zip bomb?)"
+        ctx.dispatch(SeekableReader(crc, min(info.file_size, ctx.limits.max_member_bytes), overflow), name)
         if crc.done and crc.crc != info.CRC:
             ctx.finding(
                 name, info.header_offset, Severity.LOW, "zip-bad-crc",
@@ -267,7 +299,11 @@ class ZipScanner(Scanner):
                     where, pos, Severity.MEDIUM, "zip-hidden-data",
                     f"{offset - pos} bytes the central directory does not account for",
                 )  # fmt: skip
-                ctx.dispatch(_Slice(f, pos, offset - pos), where)
+                ctx.archive += 1
+                try:
+                    ctx.dispatch(_Slice(f, pos, offset - pos), where)
+                finally:
+                    ctx.archive -= 1
             if info is None:
                 break
             f.seek(offset + 26)
@@ -281,59 +317,103 @@ class ZipScanner(Scanner):
 
 
 class NpyScanner(Scanner):
-    """NumPy ``.npy``: an object dtype means the data is a pickle, which is then scanned."""
+    """NumPy ``.npy``: the header is read as numpy reads it; an object dtype means the data is a pickle, scanned."""
 
     formats = ("npy",)
+    MAX_HEADER = 1 << 20
 
     def scan(self, ctx: Context, f: Stream, member: str) -> None:
+        import ast
+
+        import numpy as np
+
         magic = f.read(8)
         major = magic[6]
-        hlen_bytes = f.read(2 if major == 1 else 4)
+        size = 2 if major == 1 else 4
+        hlen_bytes = f.read(size)
+        if len(hlen_bytes) != size:
+            raise ValueError("npy header length cut short")
         (hlen,) = struct.unpack("<H" if major == 1 else "<I", hlen_bytes)
-        if hlen > 1 << 20:
-            raise ScanLimitError("npy header over 1 MiB")
-        header = f.read(hlen).decode("latin1")
-        descr = re.search(r"""['"]descr['"]\s*:\s*(.*?)\s*,\s*['"]fortran_order""", header, re.S)
-        if descr is None:
-            raise ValueError("npy header without a dtype description")
-        if "O" in descr.group(1) or "object" in descr.group(1):
+        if hlen > self.MAX_HEADER:
+            raise ScanLimitError(f"npy header over {self.MAX_HEADER} bytes")
+        raw = f.read(hlen)
+        if len(raw) != hlen:
+            raise ValueError(f"npy header cut short ({len(raw)} of {hlen} bytes)")
+        # numpy evaluates the header as a Python literal (ast.literal_eval): the last of duplicate keys wins and
+        # escapes count, so it is read here the same way, never by pattern.
+        header = ast.literal_eval(raw.decode("utf-8" if major >= 3 else "latin1"))
+        if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+            raise ValueError("npy header is not a dict of descr, fortran_order and shape")
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+        if dtype.hasobject:
             ctx.finding(member, 0, Severity.MEDIUM, "npy-object-array", "object array: its data is a pickle")
             ctx.dispatch(f, f"{member}:data" if member else "data")
 
 
 class SafetensorsScanner(Scanner):
-    """safetensors: the JSON header must be well formed and its offsets must lie inside the file."""
+    """safetensors: the header is validated as the safetensors library validates it.
+
+    A JSON object of tensors, each with a known dtype, a shape of non-negative integers and integer offsets; the
+    tensors tile the data section exactly, with no gap and no overlap, and the header length fits the file.
+    """
 
     formats = ("safetensors",)
     DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-              "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
+              "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "C64": 8}  # fmt: skip
 
     def scan(self, ctx: Context, f: Stream, member: str) -> None:
         (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        raw = f.read(n)
+        if len(raw) != n:
+            raise ValueError(f"header length {n} runs past the end of the file")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
         f.seek(0, io.SEEK_END)
         data_len = f.tell() - 8 - n
+        spans = []
         for key, meta in header.items():
             if key == "__metadata__":
                 if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
                     ctx.error(member, "metadata must map strings to strings")
                 continue
-            size = self.DTYPES.get(meta.get("dtype"))
-            start, end = meta["data_offsets"]
-            count = 1
-            for d in meta["shape"]:
-                count *= int(d)
+            if not isinstance(meta, dict) or not {"dtype", "shape", "data_offsets"} <= set(meta):
+                ctx.error(member, f"tensor {key!r}: entry must hold dtype, shape and data_offsets")
+                continue
+            size, shape, offsets = self.DTYPES.get(meta["dtype"]), meta["shape"], meta["data_offsets"]
             if size is None:
-                ctx.error(member, f"tensor {key!r}: unknown dtype {meta.get('dtype')!r}")
-            elif not (0 <= start <= end <= data_len) or end - start != count * size:
-                ctx.error(member, f"tensor {key!r}: offsets {start}..{end} do not fit its shape or the file")
+                ctx.error(member, f"tensor {key!r}: unknown dtype {meta['dtype']!r}")
+                continue
+            if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+                ctx.error(member, f"tensor {key!r}: shape must be a list of non-negative integers")
+                continue
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+                ctx.error(member, f"tensor {key!r}: data_offsets must be two integers")
+                continue
+            count = 1
+            for d in shape:
+                count *= d
+            start, end = offsets
+            if not 0 <= start <= end or end - start != count * size:
+                ctx.error(member, f"tensor {key!r}: offsets {start}..{end} do not fit its shape")
+                continue
+            spans.append((start, end, key))
+        pos = 0
+        for start, end, key in sorted(spans):
+            if start != pos:
+                ctx.error(member, f"tensor {key!r}: data at {start}, expected {pos} (gap or overlap)")
+                return
+            pos = end
+        if pos != data_len:
+            ctx.error(member, f"tensors cover {pos} bytes of a {data_len}-byte data section")
 
 
 class SeekableReader(io.RawIOBase):
     """A forward-only stream made seekable forward (by reading) and bounded in size; back seeks are buffered."""
 
-    def __init__(self, raw: Any, limit: int) -> None:
+    def __init__(self, raw: Any, limit: int, overflow: str | None = None) -> None:
         self.raw, self.limit, self.pos = raw, limit, 0
+        self.overflow = overflow or f"more than {limit} bytes once decompressed"
         self.head = b""  # the first bytes, so that read_head's seek back works
 
     def readable(self) -> bool:
@@ -360,7 +440,7 @@ class SeekableReader(io.RawIOBase):
             self.head += data[: 4096 - self.pos]
         self.pos += len(data)
         if self.pos > self.limit:
-            raise ScanLimitError(f"more than {self.limit} bytes once decompressed")
+            raise ScanLimitError(self.overflow)
         return data
 
     def readinto(self, b: Any) -> int:
@@ -386,25 +466,82 @@ class SeekableReader(io.RawIOBase):
 
 
 class _ZlibReader(io.RawIOBase):
-    """A zlib stream (joblib's compression) or, with ``wbits=-15``, a raw deflate stream as a readable file."""
+    """A zlib stream (joblib's compression) or, with ``wbits=-15``, a raw deflate stream as a readable file.
+
+    Data decompressed before an error (corrupt or truncated input) is returned first; the error comes on the next
+    read, so a scan sees everything a loader would have acted on before failing.
+    """
 
     def __init__(self, f: Stream, wbits: int = zlib.MAX_WBITS) -> None:
         self.f, self.d, self.buf = f, zlib.decompressobj(wbits), b""
+        self.pending: Exception | None = None
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            chunk = self.f.read(1 << 16)
-            if not chunk:
-                self.buf += self.d.flush()
+        while (n < 0 or len(self.buf) < n) and not self.d.eof and self.pending is None:
+            data = self.d.unconsumed_tail or self.f.read(1 << 16)
+            if not data:
+                self.pending = zlib.error("the stream ends before its end marker (truncated)")
                 break
-            self.buf += self.d.decompress(chunk, 1 << 22)
-            while self.d.unconsumed_tail and (n < 0 or len(self.buf) < n):
-                self.buf += self.d.decompress(self.d.unconsumed_tail, 1 << 22)
+            try:
+                self.buf += self.d.decompress(data, 1 << 22)
+            except zlib.error as exc:
+                self.pending = exc
+        if not self.buf and self.pending is not None:
+            raise self.pending
         out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
         return out
+
+
+class _Counting(io.RawIOBase):
+    """Passes a stream through, counting the bytes read (a decompressor's input)."""
+
+    def __init__(self, f: Stream) -> None:
+        self.f, self.n = f, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.n += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressor's output with a ratio limit; an error ends the stream and is kept in ``failure``.
+
+    Reads use ``read1`` where the decompressor has it, so the data before a corrupt tail still comes out.
+    """
+
+    def __init__(self, inner: Any, src: _Counting, limits: Limits) -> None:
+        self.inner, self.src, self.limits, self.n = inner, src, limits, 0
+        self.failure: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.failure is not None:
+            return b""
+        size = n if n >= 0 else 1 << 20
+        try:
+            data = self.inner.read1(size) if hasattr(self.inner, "read1") else self.inner.read(size)
+        except (OSError, EOFError, ValueError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
+            self.failure = exc
+            return b""
+        self.n += len(data)
+        if self.n > self.limits.ratio_floor and self.n > self.limits.max_ratio * max(1, self.src.n):
+            self.failure = ScanLimitError(f"compression ratio over {self.limits.max_ratio:g} (a bomb?)")
+            return b""
+        return bytes(data)
 
 
 class _Slice(io.RawIOBase):
@@ -462,7 +599,7 @@ def _ends_like_zip(f: Stream) -> bool:
     """Whether an end-of-central-directory record sits in the last 64 KiB, as zipfile looks for one."""
     size = f.seek(0, io.SEEK_END)
     f.seek(max(0, size - (1 << 16) - 22))
-    tail = f.read()
+    tail = f.read((1 << 16) + 22)
     f.seek(0)
     return b"PK\x05\x06" in tail
 
@@ -473,11 +610,13 @@ def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) 
     try:
         with open(path, "rb") as f:
             kind = sniff(read_head(f))
-            if kind in ("unknown", "pickle0") and (os.path.basename(path) == "saved_model.pb" or path.endswith(".onnx")):
-                from dlsec.scan.protobuf import scan_protobuf  # protobuf has no magic bytes: these go by name
+            if os.path.basename(path) == "saved_model.pb" or path.endswith(".onnx"):
+                # Protobuf has no magic bytes: these go by name, always, whatever else the bytes also look like.
+                from dlsec.scan.protobuf import scan_protobuf
 
                 scan_protobuf(ctx, path, "onnx" if path.endswith(".onnx") else "savedmodel")
-                return ctx
+                if kind in ("unknown", "pickle0"):
+                    return ctx
             if kind in ("unknown", "pickle0") and _ends_like_zip(f):
                 # Data before a zip archive: zipfile-based loaders (Keras, numpy's zipfile users) still open it.
                 # The bytes before it are scanned as hidden data; if it is no zip after all, as what it looked like.
@@ -490,4 +629,6 @@ def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) 
                 ctx.dispatch(f, "", top=True)
     except OSError as exc:
         ctx.error("", f"cannot read: {exc}")
+    except Exception as exc:  # fail closed, whatever went wrong (MemoryError included)
+        ctx.error("", f"{type(exc).__name__}: {exc}")
     return ctx

@@ -18,7 +18,7 @@ class TarScanner(Scanner):
     formats = ("tar",)
 
     def scan(self, ctx: Context, f: Stream, member: str) -> None:
-        with tarfile.open(fileobj=f, mode="r|") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=f, mode="r|", tarinfo=_StrictTarInfo) as tf:  # type: ignore[call-overload]
             for info in tf:
                 ctx.members += 1
                 if ctx.members > ctx.limits.max_members:
@@ -34,6 +34,17 @@ class TarScanner(Scanner):
                     ctx.dispatch(SeekableReader(data, ctx.limits.max_member_bytes), name)
 
 
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile ends an archive silently at a bad or cut header after the first; here that is an error."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> _StrictTarInfo:  # noqa: D102
+        try:
+            return super().fromtarfile(tf)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:  # type: ignore[attr-defined]
+            raise ValueError(f"bad tar header at byte {tf.offset}: {exc}") from None
+
+
 _TEMPLATE_ESCAPES = re.compile(
     r"__(class|globals|subclasses|builtins|import|mro|bases|base|init|getattribute|code|dict)__|\bos\.|popen|"
     r"\bsubprocess\b|\beval\b|\bexec\b|\bimport\b",
@@ -43,7 +54,8 @@ MAX_GGUF_STRING = 16 << 20
 
 
 class GgufScanner(Scanner):
-    """GGUF: the key-value header is parsed (bounded); chat templates that reach Python internals are critical."""
+    """GGUF: the key-value header and the tensor table are parsed (bounded); chat templates that reach Python
+    internals are critical. Version 1 uses 32-bit lengths and counts, versions 2 and 3 64-bit ones."""
 
     formats = ("gguf",)
 
@@ -53,13 +65,14 @@ class GgufScanner(Scanner):
         if version not in (1, 2, 3):
             ctx.error(member, f"unknown GGUF version {version}")
             return
-        _tensors, kv_count = struct.unpack("<QQ", _exact(f, 16))
-        if kv_count > 1_000_000:
-            raise ScanLimitError(f"{kv_count} header entries")
+        r = _Gguf(f, "<I" if version == 1 else "<Q")
+        tensors, kv_count = r.count(), r.count()
+        if kv_count > 1_000_000 or tensors > 10_000_000:
+            raise ScanLimitError(f"{kv_count} header entries, {tensors} tensors")
         for _ in range(kv_count):
-            key = _string(f)
+            key = r.string()
             (vtype,) = struct.unpack("<I", _exact(f, 4))
-            value = _value(f, vtype)
+            value = r.value(vtype)
             if isinstance(value, str) and "template" in key:
                 hit = _TEMPLATE_ESCAPES.search(value)
                 if hit:
@@ -67,6 +80,12 @@ class GgufScanner(Scanner):
                         member or key, None, Severity.CRITICAL, "gguf-template-escape",
                         f"{key} reaches Python internals ({hit.group(0)!r}): Jinja templates can run code",
                     )  # fmt: skip
+        for _ in range(tensors):  # name, dimensions, type, offset: a file cut inside the table is an error
+            r.string()
+            (dims,) = struct.unpack("<I", _exact(f, 4))
+            if dims > 16:
+                raise ValueError(f"GGUF tensor with {dims} dimensions")
+            _exact(f, dims * r.width + 4 + 8)
 
 
 def _exact(f: Stream, n: int) -> bytes:
@@ -76,29 +95,40 @@ def _exact(f: Stream, n: int) -> bytes:
     return bytes(data)
 
 
-def _string(f: Stream) -> str:
-    (n,) = struct.unpack("<Q", _exact(f, 8))
-    if n > MAX_GGUF_STRING:
-        raise ScanLimitError(f"GGUF string of {n} bytes")
-    return _exact(f, n).decode("utf-8", errors="replace")
+class _Gguf:
+    """Reads GGUF values; ``fmt`` is the format of lengths and counts (``<I`` in version 1, else ``<Q``)."""
 
+    def __init__(self, f: Stream, fmt: str) -> None:
+        self.f, self.fmt, self.width = f, fmt, struct.calcsize(fmt)
 
-def _value(f: Stream, vtype: int) -> Any:
-    if vtype == 8:
-        return _string(f)
-    if vtype in _FIXED:
-        return _exact(f, _FIXED[vtype])
-    if vtype == 9:
-        (itype,) = struct.unpack("<I", _exact(f, 4))
-        (n,) = struct.unpack("<Q", _exact(f, 8))
-        if n > 50_000_000:
-            raise ScanLimitError(f"GGUF array of {n} items")
-        if itype in _FIXED:
-            f.seek(n * _FIXED[itype], 1)
-        elif itype == 8:
-            for _ in range(n):
-                _string(f)
-        else:
-            raise ValueError(f"GGUF array of type {itype}")
-        return None
-    raise ValueError(f"unknown GGUF value type {vtype}")
+    def count(self) -> int:
+        (n,) = struct.unpack(self.fmt, _exact(self.f, self.width))
+        return int(n)
+
+    def string(self) -> str:
+        n = self.count()
+        if n > MAX_GGUF_STRING:
+            raise ScanLimitError(f"GGUF string of {n} bytes")
+        return _exact(self.f, n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> Any:
+        if vtype == 8:
+            return self.string()
+        if vtype in _FIXED:
+            return _exact(self.f, _FIXED[vtype])
+        if vtype == 9:
+            (itype,) = struct.unpack("<I", _exact(self.f, 4))
+            n = self.count()
+            if n > 50_000_000:
+                raise ScanLimitError(f"GGUF array of {n} items")
+            if itype in _FIXED:
+                left = n * _FIXED[itype]
+                while left:  # read, not seek: seeking past the end of a file would pass silently
+                    left -= len(_exact(self.f, min(left, 1 << 20)))
+            elif itype == 8:
+                for _ in range(n):
+                    self.string()
+            else:
+                raise ValueError(f"GGUF array of type {itype}")
+            return None
+        raise ValueError(f"unknown GGUF value type {vtype}")

@@ -150,26 +150,30 @@ def _decode(raw: Any, what: str) -> Any:
 
 
 def scan_keras_zip(ctx: Context, zf: zipfile.ZipFile, member_prefix: str) -> None:
-    """Analyse the ``config.json`` of a Keras 3 archive; any failure is an error for it (fail closed)."""
-    names = [i for i in zf.infolist() if not i.is_dir() and i.filename.rsplit("/", 1)[-1] == "config.json"]
-    if not names:
-        ctx.error(member_prefix, "Keras v3 archive without a config.json")
+    """Analyse the ``config.json`` of a Keras 3 archive; any failure is an error for it (fail closed).
+
+    Keras reads ``config.json`` at the archive's root (the last entry of that name, as :mod:`zipfile` does); every
+    root entry of that name is analysed, so a duplicate cannot hide one.
+    """
+    roots = [i for i in zf.infolist() if i.filename == "config.json"]
+    if not roots:
+        ctx.error(member_prefix, "Keras v3 archive without a config.json at its root")
         return
-    info = min(names, key=lambda i: (i.filename.count("/"), i.filename))  # the archive's own, at its root
-    member = f"{member_prefix}/{info.filename}" if member_prefix else info.filename
-    try:
-        if info.file_size > MAX_CONFIG_BYTES:
-            raise ScanLimitError(f"config.json larger than {MAX_CONFIG_BYTES} bytes")
-        with zf.open(info) as m:
-            raw = m.read(MAX_CONFIG_BYTES + 1)
-        config = _decode(raw, "config.json")
-        if not isinstance(config, dict | list):
-            raise ValueError(f"config.json holds a {type(config).__name__}, not a model config")
-        _report(ctx, member, config, "")
-    except ScanLimitError as exc:
-        ctx.error(member, f"limit hit: {exc}")
-    except Exception as exc:  # a hostile config must not stop the rest of the archive being scanned
-        ctx.error(member, f"Keras config not analysed: {type(exc).__name__}: {exc}")
+    for info in roots:
+        member = f"{member_prefix}/{info.filename}" if member_prefix else info.filename
+        try:
+            if info.file_size > MAX_CONFIG_BYTES:
+                raise ScanLimitError(f"config.json larger than {MAX_CONFIG_BYTES} bytes")
+            with zf.open(info) as m:
+                raw = m.read(MAX_CONFIG_BYTES + 1)
+            config = _decode(raw, "config.json")
+            if not isinstance(config, dict | list):
+                raise ValueError(f"config.json holds a {type(config).__name__}, not a model config")
+            _report(ctx, member, config, "")
+        except ScanLimitError as exc:
+            ctx.error(member, f"limit hit: {exc}")
+        except Exception as exc:  # a hostile config must not stop the rest of the archive being scanned
+            ctx.error(member, f"Keras config not analysed: {type(exc).__name__}: {exc}")
 
 
 class KerasHdf5Scanner(Scanner):

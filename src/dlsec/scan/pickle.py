@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 __all__ = [
     "MAX_STRING",
+    "Analyses",
     "PickleAnalysis",
     "PickleCall",
     "analyze_pickle",
@@ -41,6 +42,7 @@ _MAX_MARKS = 100_000  # MARK nesting depth
 _MAX_MEMO_STR = 2_000_000  # memo entries whose string value is remembered (beyond: read back as unknown)
 _MAX_MEMO_SPARSE = 1_000_000  # memo keys that are not in one dense run 0..n-1
 _HIGHEST_PROTOCOL = 5
+_KEEP_CLEAN = 1000  # pickles of one stream kept in full even without imports or errors
 
 SAFE, UNKNOWN, DANGEROUS = "safe", "unknown", "dangerous"
 _RANK = {SAFE: 0, UNKNOWN: 1, DANGEROUS: 2}
@@ -810,28 +812,41 @@ def analyze_pickle(f: BinaryIO, *, max_opcodes: int = 50_000_000, start: int | N
     return result
 
 
+class Analyses(list[PickleAnalysis]):
+    """The analyses of one stream of pickles, with ``opcodes``: the opcodes read in all of them."""
+
+    opcodes: int = 0
+
+
 def analyze_pickles(f: BinaryIO, *, max_opcodes: int = 50_000_000, start: int | None = None,
-                    max_pickles: int | None = None) -> list[PickleAnalysis]:
+                    max_pickles: int | None = None) -> Analyses:
     """Analyse pickles stored one after another (the legacy ``torch.save`` format).
 
     After each STOP, keeps going while more bytes follow that start with a plausible pickle opcode (PROTO or
     a protocol 0/1 opcode); stops at EOF, at an implausible byte, after a pickle that ended in an error, or
     after ``max_pickles``. Each analysis has offsets relative to its own start; pickle k+1 starts at the
-    ``end_offset`` of pickle k. ``max_opcodes`` applies to each pickle. (A legacy torch file holds 5 pickles
-    followed by raw storage bytes, which can look like opcodes: pass ``max_pickles=5`` there.)
+    ``end_offset`` of pickle k. ``max_opcodes`` applies to all the pickles together. (A legacy torch file holds
+    5 pickles followed by raw storage bytes, which can look like opcodes: pass ``max_pickles=5`` there.)
+    Beyond the first :data:`_KEEP_CLEAN` pickles, those with no import and no error are counted but not kept, so
+    millions of tiny pickles in a row do not fill memory.
     """
     if start is not None:
         f.seek(start)
     r = _Reader(f)
-    out: list[PickleAnalysis] = []
-    while max_pickles is None or len(out) < max_pickles:
-        if out:
+    out = Analyses()
+    count = used = 0
+    while max_pickles is None or count < max_pickles:
+        if count:
             nxt = r.peek1()
             if nxt is None or nxt not in _START_OPS:
                 break
-        result = _analyze(r, max_opcodes)
-        out.append(result)
+        result = _analyze(r, max_opcodes - used)
+        count += 1
+        used += result.opcodes
+        if count <= _KEEP_CLEAN or result.calls or result.error is not None:
+            out.append(result)
         if result.error is not None and not result.error.startswith("malformed"):
-            break  # parsing stopped inside this pickle: what follows is not at an opcode boundary
+            break  # parsing stopped inside this pickle (or the opcode budget is spent): not at an opcode boundary
     r.sync()
+    out.opcodes = used
     return out
