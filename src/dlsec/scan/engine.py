@@ -274,6 +274,9 @@ class ZipScanner(Scanner):
             )  # fmt: skip
         start = info.header_offset + 30 + name_len + extra_len
         if info.compress_type == zipfile.ZIP_STORED:
+            f.seek(start)
+            if sniff(f.read(min(512, info.compress_size))) not in SCANNERS:
+                return  # tensor bytes and other data no scanner knows: not read further (the common case)
             raw: Stream = _Slice(f, start, info.compress_size)
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             raw = cast(Stream, _ZlibReader(_Slice(f, start, info.compress_size), wbits=-15))

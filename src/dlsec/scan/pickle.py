@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import copyreg
+import functools
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -230,6 +231,7 @@ def _worse(a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str]:
     return b if _RANK[b[0]] > _RANK[a[0]] else a
 
 
+@functools.lru_cache(maxsize=4096)
 def classify(module: str, name: str) -> tuple[str, str]:
     """Judge the callable ``module``.``name`` (``name`` may be dotted): ``(verdict, reason)``.
 
@@ -576,8 +578,14 @@ def _analyze(r: _Reader, max_opcodes: int) -> PickleAnalysis:
             if n >= max_opcodes:
                 error = f"opcode limit ({max_opcodes}) hit at offset {r.pos - start}"
                 break
-            off = r.pos - start
-            op = r.byte()
+            buf, i = r.buf, r.i
+            if i < len(buf):  # the common case inlined: this loop runs once per opcode
+                off = r.consumed - len(buf) + i - start
+                op = buf[i]
+                r.i = i + 1
+            else:
+                off = r.pos - start
+                op = r.byte()
             n += 1
             if len(stack) > _MAX_STACK:
                 raise _Limit(f"stack limit ({_MAX_STACK}) hit")
