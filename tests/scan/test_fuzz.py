@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 
 from dlsec.scan import Limits, ScanReport, Severity, scan_path
 from dlsec.scan.engine import scan_file
+from tests.scan.test_protobuf import _varint, msg, num
 
 Draw = Callable[..., Any]
 
@@ -737,22 +738,7 @@ def test_gguf_template_is_found_whatever_the_other_values(
 # --------------------------------------------------------------------------------------------------- protobuf
 
 
-def _varint(n: int) -> bytes:
-    out = b""
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def _ld(field: int, payload: bytes | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def _vi(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
+_ld, _vi = msg, num  # length-delimited and varint fields, written by hand (no onnx or tensorflow needed)
 
 
 @st.composite

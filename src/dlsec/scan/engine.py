@@ -411,16 +411,25 @@ class SafetensorsScanner(Scanner):
             ctx.error(member, f"tensors cover {pos} bytes of a {data_len}-byte data section")
 
 
-class SeekableReader(io.RawIOBase):
+class _RawReader(io.RawIOBase):
+    """Base of the readers below: readable, with ``readinto`` through the subclass's ``read``."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class SeekableReader(_RawReader):
     """A forward-only stream made seekable forward (by reading) and bounded in size; back seeks are buffered."""
 
     def __init__(self, raw: Any, limit: int, overflow: str | None = None) -> None:
         self.raw, self.limit, self.pos = raw, limit, 0
         self.overflow = overflow or f"more than {limit} bytes once decompressed"
         self.head = b""  # the first bytes, so that read_head's seek back works
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return False  # forward seeks work (by reading); readers that probe the end must not rely on it
@@ -446,11 +455,6 @@ class SeekableReader(io.RawIOBase):
             raise ScanLimitError(self.overflow)
         return data
 
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         target = offset if whence == io.SEEK_SET else self.pos + offset
         if whence == io.SEEK_END:
@@ -468,7 +472,7 @@ class SeekableReader(io.RawIOBase):
         return self.pos
 
 
-class _ZlibReader(io.RawIOBase):
+class _ZlibReader(_RawReader):
     """A zlib stream (joblib's compression) or, with ``wbits=-15``, a raw deflate stream as a readable file.
 
     Data decompressed before an error (corrupt or truncated input) is returned first; the error comes on the next
@@ -478,9 +482,6 @@ class _ZlibReader(io.RawIOBase):
     def __init__(self, f: Stream, wbits: int = zlib.MAX_WBITS) -> None:
         self.f, self.d, self.buf = f, zlib.decompressobj(wbits), b""
         self.pending: Exception | None = None
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         while (n < 0 or len(self.buf) < n) and not self.d.eof and self.pending is None:
@@ -498,27 +499,19 @@ class _ZlibReader(io.RawIOBase):
         return out
 
 
-class _Counting(io.RawIOBase):
+class _Counting(_RawReader):
     """Passes a stream through, counting the bytes read (a decompressor's input)."""
 
     def __init__(self, f: Stream) -> None:
         self.f, self.n = f, 0
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
         self.n += len(data)
         return data
 
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
-
-class _Decompressed(io.RawIOBase):
+class _Decompressed(_RawReader):
     """A decompressor's output with a ratio limit; an error ends the stream and is kept in ``failure``.
 
     Reads use ``read1`` where the decompressor has it, so the data before a corrupt tail still comes out.
@@ -527,9 +520,6 @@ class _Decompressed(io.RawIOBase):
     def __init__(self, inner: Any, src: _Counting, limits: Limits) -> None:
         self.inner, self.src, self.limits, self.n = inner, src, limits, 0
         self.failure: Exception | None = None
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         if self.failure is not None:
@@ -547,14 +537,11 @@ class _Decompressed(io.RawIOBase):
         return bytes(data)
 
 
-class _Slice(io.RawIOBase):
+class _Slice(_RawReader):
     """``size`` bytes of a seekable stream from ``start``, as a seekable stream of its own."""
 
     def __init__(self, f: Stream, start: int, size: int) -> None:
         self.f, self.start, self.size, self.pos = f, start, size, 0
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
@@ -571,25 +558,17 @@ class _Slice(io.RawIOBase):
         self.pos += len(data)
         return data
 
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
         self.pos = max(0, base + offset)
         return self.pos
 
 
-class _CrcReader(io.RawIOBase):
+class _CrcReader(_RawReader):
     """Passes a stream through, computing the CRC-32 of what was read; ``done`` once its end was reached."""
 
     def __init__(self, f: Stream) -> None:
         self.f, self.crc, self.done = f, 0, False
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
