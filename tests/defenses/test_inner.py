@@ -71,3 +71,18 @@ def test_kl_loss_needs_reference_and_random_start() -> None:
         attack_loss("kl", q, torch.zeros(3, dtype=torch.long), None)
     with pytest.raises(ConfigError, match="needs random_start"):
         PGD(eps=0.1, loss="kl", random_start=False)
+
+
+def test_seeded_uniform_is_uniform_per_seed_and_batch_free() -> None:
+    from dlsec.defenses.training.methods import seeded_uniform
+
+    u = seeded_uniform(tuple(range(1000)), 64)
+    assert u.shape == (1000, 64) and float(u.min()) > 0 and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.std()) - (1 / 12) ** 0.5) < 0.01
+    # neighbouring seeds and neighbouring positions are uncorrelated
+    for a, b in ((u[:-1], u[1:]), (u[:, :-1], u[:, 1:])):
+        assert abs(float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])) < 0.02
+    # a row depends on its own seed only, large seeds included
+    seeds = (2**62 - 1, 2**40 + 5, 7)
+    assert torch.equal(seeded_uniform(seeds, 5)[1], seeded_uniform(seeds[1:2], 5)[0])
+    assert not torch.equal(seeded_uniform((2**32,), 5), seeded_uniform((0,), 5))

@@ -199,3 +199,42 @@ def test_honest_fgsm_rs_does_not_trip() -> None:
     assert res.stop_reason == "completed"
     assert all("catastrophic_overfitting" not in r["flags"] for r in res.history)
     assert res.history[-1]["val_robust_acc"] > 0.4
+
+
+def test_weight_average_is_validated_selected_saved_and_resumed(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from dlsec.defenses.training.trainer import _Run, robust_accuracy
+
+    data = subset()
+    raw = train(method="pgd", epochs=3, select_best=False)
+    ema = train(method="pgd", epochs=3, select_best=False, ema=0.9, out=tmp_path / "ema")
+    assert raw.history[0]["train_loss"] == ema.history[0]["train_loss"]  # the same raw training ...
+    wr, we = weights(raw), weights(ema)
+    assert max(float((wr[k] - we[k]).abs().max()) for k in wr) > 1e-3  # ... but the average is what is returned
+    saved = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    assert all(torch.equal(saved[k], we[k]) for k in we)
+    state = load_checkpoint(tmp_path / "ema" / "checkpoint.pt")
+    assert all(torch.equal(state["ema"][k], we[k]) for k in we) and state["ema_updates"] == state["step"]
+    assert not all(torch.equal(state["model"][k], we[k]) for k in we)  # the optimizer steps the raw weights
+    # the validation figures are those of the averaged weights
+    cfg = TrainConfig(**{**FAST, "method": "pgd", "epochs": 3, "select_best": False, "ema": 0.9})
+    run = _Run(cfg, model(), current_dist(), data.x, data.y)
+    counts = robust_accuracy(ema.model, data.x[run.val_idx], data.y[run.val_idx], norm="linf", eps=cfg.eps,
+                             steps=cfg.val_steps, seeds=run.val_seeds)  # fmt: skip
+    assert float(counts[1] / counts[3]) == ema.history[-1]["val_robust_acc"]
+    # the best epoch kept is the average's, and a resumed run continues the average bit for bit
+    best = train(method="pgd", epochs=3, ema=0.9)
+    assert best.selected["val_robust_acc"] == max(r["val_robust_acc"] for r in best.history)
+    part = tmp_path / "part"
+    train(method="pgd", epochs=3, select_best=False, ema=0.9, out=part)
+    again = AdversarialTrainer(cfg, model(3), out=part).fit(data.x, data.y, resume=True, export=False)
+    assert all(torch.equal(weights(again)[k], we[k]) for k in we)
+    with pytest.raises(ConfigError, match="ema must be < 1"):
+        TrainConfig(ema=1.0)
+
+
+def current_dist():  # type: ignore[no-untyped-def]
+    from dlsec.defenses.training.distributed import current
+
+    return current()

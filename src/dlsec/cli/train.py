@@ -15,7 +15,7 @@ import torch
 from dlsec.cli.common import console, err_console, parse_eps, parse_norm
 from dlsec.errors import ConfigError
 
-_TYPES: dict[str, Any] = {"step_fraction": float, "patience": int}
+_TYPES: dict[str, Any] = {"step_fraction": float, "patience": int, "ema": float}
 """Option types of config fields whose default is None."""
 
 _OWN = {"norm", "seed", "select_best"}

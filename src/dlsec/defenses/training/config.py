@@ -53,6 +53,9 @@ class TrainConfig:
     patience: int | None = param(None, ge=1, doc="stop after this many epochs without a better robust accuracy")
     co_drop: float = param(0.3, gt=0.0, le=1.0, doc="catastrophic overfitting: robust accuracy drop from the best")
     co_gap: float = param(0.4, gt=0.0, le=1.0, doc="catastrophic overfitting: FGSM minus PGD accuracy")
+    ema: float | None = param(
+        None, gt=0.0, doc="decay of an exponential moving average of the weights; validated, selected and saved"
+    )
     seed: int = param(0, ge=0, doc="seed of the model's initialisation, the split, the data order and the attacks")
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class TrainConfig:
         method = get_method(self.method)
         if not math.isfinite(self.eps):
             raise ConfigError(f"eps must be finite, got {self.eps}")
+        if self.ema is not None and not self.ema < 1.0:
+            raise ConfigError(f"TrainConfig: ema must be < 1, got {self.ema}")
         if self.norm == "linf" and self.eps > 1.0:
             raise ConfigError(f"linf eps must be in (0, 1] for inputs in [0, 1], got {self.eps}")
         if self.clean_weight > 0 and not method.mixes_clean:

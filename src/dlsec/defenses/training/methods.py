@@ -15,6 +15,7 @@ points already misclassified (Madry's training objective). Its random start is s
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,13 +25,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlsec.attacks import PGD, Context
-from dlsec.attacks.ops import kl_loss
+from dlsec.attacks.ops import kl_loss, project
 from dlsec.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dlsec.defenses.training.config import TrainConfig
 
-__all__ = ["METHODS", "Batch", "InnerPGD", "Method", "get_method"]
+__all__ = ["METHODS", "Batch", "InnerPGD", "Method", "get_method", "seeded_uniform"]
 
 METHODS: dict[str, type[Method]] = {}
 """Every training method by its registered name."""
@@ -38,7 +39,7 @@ METHODS: dict[str, type[Method]] = {}
 
 @dataclass(frozen=True, kw_only=True)
 class InnerPGD(PGD):
-    """PGD whose random start for row ``i`` comes from a generator seeded with ``sample_seeds[i]``.
+    """PGD whose random start for row ``i`` depends only on ``sample_seeds[i]`` (see :func:`seeded_uniform`).
 
     The start of a point then depends on its own seed only, not on which other points share its batch, so a batch
     split across processes gets the same starts as on one process. Everything else is :class:`PGD` as registered
@@ -58,15 +59,48 @@ class InnerPGD(PGD):
             return super()._start(ctx, x0)
         if len(self.sample_seeds) != len(x0):
             raise RuntimeError(f"{len(self.sample_seeds)} seeds for {len(x0)} points; raise batch_size")
-        own = ctx.generator
-        rows = []
-        try:
-            for i, seed in enumerate(self.sample_seeds):
-                ctx.generator = torch.Generator(device=own.device).manual_seed(seed)
-                rows.append(super()._start(ctx, x0[i : i + 1]))
-        finally:
-            ctx.generator = own
-        return torch.cat(rows)
+        assert self.eps is not None
+        m = x0[0].numel()
+        if self.norm == "linf":
+            u = seeded_uniform(self.sample_seeds, m)
+            delta = (2 * u - 1) * self.eps
+        else:  # a random direction (Box-Muller normals) and a radius uniform in [0, eps], as PGD's own start
+            u = seeded_uniform(self.sample_seeds, 2 * m + 1)
+            d = torch.sqrt(-2 * torch.log(u[:, :m])) * torch.cos(2 * math.pi * u[:, m : 2 * m])
+            delta = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12) * (u[:, 2 * m :] * self.eps)
+        delta = delta.to(device=x0.device, dtype=x0.dtype).reshape(x0.shape)
+        return (x0 + project(delta, self.norm, self.eps)).clamp(0.0, 1.0)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``(x * c) mod 2**32`` for int64 ``x`` below ``2**32``, in two 16-bit halves so nothing overflows int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash with good avalanche (C. Wellons's "lowbias32"), on int64 tensors below ``2**32``."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def seeded_uniform(seeds: tuple[int, ...], count: int) -> torch.Tensor:
+    """``(len(seeds), count)`` float64 numbers uniform in (0, 1); row ``i`` depends only on ``seeds[i]``.
+
+    A counter-based generator (a hash of the seed and the position), computed for all rows at once: the same
+    numbers on every device and process, whatever rows share the call. Seeds are non-negative and below ``2**63``.
+    """
+    s = torch.tensor(seeds, dtype=torch.int64)
+    lo, hi = s & _MASK32, (s >> 32) & _MASK32
+    key = _hash32(lo ^ _hash32(hi ^ 0x9E3779B9))
+    j = torch.arange(count, dtype=torch.int64)
+    h = _hash32(_hash32(j[None, :] ^ key[:, None]) ^ hi[:, None])
+    return (h.double() + 0.5) / 2.0**32
 
 
 @dataclass(frozen=True)

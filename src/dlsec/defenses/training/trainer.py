@@ -26,10 +26,17 @@ collapsed; default 0.3) or ``fgsm - pgd > co_gap`` (plain FGSM accuracy far abov
 the model defeats the single step only; default 0.4). Training then stops, the epoch is recorded with the
 ``catastrophic_overfitting`` flag, and the best epoch before the collapse is the one kept (whatever
 ``select_best`` says); see :func:`overfitting_signal`.
+
+Weight averaging (``ema``; Gowal et al. 2020, Rebuffi et al. 2021): a copy of the model holds an exponential moving
+average of the weights, updated after every optimizer step with decay ``min(ema, (1 + t) / (10 + t))`` at update
+``t`` (the usual ramp, so the early average is not dominated by the initialisation); buffers (BatchNorm statistics)
+are copied, not averaged. Validation, best-epoch selection, catastrophic-overfitting detection, the checkpoint's
+best weights and the saved model all use the averaged weights; the optimizer keeps stepping the raw ones.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -249,6 +256,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stop_reason: str | None = None
+    ema_updates: int = 0
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -277,6 +285,11 @@ class _Run:
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         total = self.total_steps
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg.schedule, s, total))
+        self.ema_model: nn.Module | None = None
+        if cfg.ema is not None:
+            self.ema_model = copy.deepcopy(self.model)
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
         self.net: nn.Module = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -311,6 +324,7 @@ class _Run:
             lr = float(self.opt.param_groups[0]["lr"])
             self.opt.step()
             self.sched.step()
+            self._update_ema()
             self.step += 1
             totals += torch.tensor(
                 [float(per_sample.detach().sum()), float(correct.sum()), float(len(idx))], dtype=torch.float64
@@ -329,6 +343,24 @@ class _Run:
             "seconds": time.perf_counter() - start,
         }
 
+    @property
+    def judged(self) -> nn.Module:
+        """The model validated, selected and saved: the weight average with ``ema``, else the trained model."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema_model is None or self.cfg.ema is None:
+            return
+        decay = min(self.cfg.ema, (1 + self.ema_updates) / (10 + self.ema_updates))
+        self.ema_updates += 1
+        avg = dict(self.ema_model.named_parameters())
+        for name, p in self.model.named_parameters():
+            avg[name].lerp_(p.detach(), 1.0 - decay)
+        buffers = dict(self.ema_model.named_buffers())
+        for name, b in self.model.named_buffers():
+            buffers[name].copy_(b)
+
     def _sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.dist.world == 1:
             return t
@@ -341,7 +373,7 @@ class _Run:
         share = self.dist.shard(len(self.val_idx))
         idx = self.val_idx[share]
         counts = robust_accuracy(
-            self.model,
+            self.judged,
             self.x[idx],
             self.y[idx],
             norm=self.cfg.norm,
@@ -380,7 +412,7 @@ class _Run:
                     "epoch": self.epoch,
                     "robust": robust,
                     "clean": clean,
-                    "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                    "model": {k: v.detach().clone() for k, v in self.judged.state_dict().items()},
                 }
             elif cfg.patience is not None and self.epoch - self.best["epoch"] >= cfg.patience:
                 flags.append("early_stopping")
@@ -410,6 +442,8 @@ class _Run:
             "history": self.history,
             "best": self.best,
             "stop_reason": self.stop_reason,
+            "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
+            "ema_updates": self.ema_updates,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -432,6 +466,9 @@ class _Run:
             self.history = list(state["history"])
             self.best = state["best"]
             self.stop_reason = state["stop_reason"]
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(state["ema"])
+                self.ema_updates = int(state["ema_updates"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()
             raise InputError(f"the checkpoint does not fit this run: {first[0] if first else exc!r}") from exc
@@ -448,6 +485,8 @@ class _Run:
             self.model.load_state_dict(self.best["model"])
             selected = int(self.best["epoch"])
         else:
+            if self.ema_model is not None:
+                self.model.load_state_dict(self.ema_model.state_dict())
             selected = self.epoch
         self.model.eval()
         files: list[Path] = []
