@@ -22,6 +22,7 @@ COMMANDS = {
     "checks": "dlsec.cli.evaluate:checks",
     "scan": "dlsec.cli.scan:scan",
     "train": "dlsec.cli.train:train",
+    "he": "dlsec.cli.he:he",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 
