@@ -1,4 +1,4 @@
-"""Adversarial training: dlsec's trainer (standard, fgsm-rs, pgd, trades) vs ART's AdversarialTrainerMadryPGD.
+"""Adversarial training: dlsec's trainer (standard, fgsm-rs, n-fgsm, pgd, trades) vs ART's AdversarialTrainerMadryPGD.
 
 * digits (scikit-learn 8x8): ``cnn-small``, Linf eps 0.1, 30 epochs, Adam, batch 64, trained on the 1,257-image
   training split of ``dlsec.data.digits`` and judged on its 540-image test split;
@@ -47,7 +47,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "digits": dict(
         arch="cnn-small", eps=0.1, epochs=30, batch=64, lr=3e-3, warmup=0.0, val_steps=10,
         eval_n=None, aa_n=None, quick_epochs=3, quick_n=60,
-        methods=["standard", "fgsm-rs", "pgd", "trades", "trades-all", "art-pgd"],
+        methods=["standard", "fgsm-rs", "n-fgsm", "n-fgsm-val2", "pgd", "trades", "trades-all", "art-pgd"],
     ),
     "mnist": dict(
         arch="cnn-mnist", eps=0.3, epochs=5, batch=64, lr=3e-3, warmup=2.0, val_steps=10,
@@ -55,13 +55,17 @@ DATASETS: dict[str, dict[str, Any]] = {
         methods=["standard", "fgsm-rs", "pgd", "trades", "art-pgd"],
     ),
 }
-METHODS = ["standard", "fgsm-rs", "pgd", "trades", "trades-all", "art-pgd"]
+METHODS = ["standard", "fgsm-rs", "n-fgsm", "n-fgsm-val2", "pgd", "trades", "trades-all", "art-pgd"]
 """``art-pgd`` is ART's AdversarialTrainerMadryPGD; the others are dlsec's methods."""
-VARIANTS: dict[str, dict[str, Any]] = {"trades-all": dict(method="trades", val_fraction=0.0, select_best=False)}
-"""Named variants: ``trades-all`` trains TRADES on all the training data (nothing held out) and keeps the last epoch."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    "trades-all": dict(method="trades", val_fraction=0.0, select_best=False),
+    "n-fgsm-val2": dict(method="n-fgsm", val_every=2),
+}
+"""Named variants: ``trades-all`` trains TRADES on all the training data (nothing held out) and keeps the last epoch;
+``n-fgsm-val2`` is N-FGSM validated (selection, catastrophic-overfitting checks) after every second epoch only."""
 BEST = "trades-all"
 """dlsec's best method, declared before the run (see README section 6); also run with ``--second-seed``."""
-LABELS = {"art-pgd": "ART MadryPGD", "trades-all": "dlsec trades (all data)"}
+LABELS = {"art-pgd": "ART MadryPGD", "trades-all": "dlsec trades (all data)", "n-fgsm-val2": "dlsec n-fgsm (val every 2)"}
 
 
 def data(name: str, quick: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -387,12 +391,14 @@ def report(quick: bool) -> None:
                   f"{_pct(r['clean'])} | {_pct(r['dlsec_robust'])} [{r['eval_n']}] | "
                   f"{_pct(r['aa_robust'])} [{r['aa_n']}] | {r['dlsec_eval_s']:.0f} | {r['aa_s']:.0f} | {r['dlsec_flags']} |")
         by = {r["label"]: r for r in rs}
-        fg, pg, tr, art = (by.get(k) for k in ("dlsec fgsm-rs", "dlsec pgd", LABELS[BEST], "ART MadryPGD"))
+        pg, tr, art = (by.get(k) for k in ("dlsec pgd", LABELS[BEST], "ART MadryPGD"))
         print()
-        if fg and pg:
-            print(f"- fgsm-rs / pgd training wall time: {fg['train_wall_s'] / pg['train_wall_s']:.2f} "
-                  f"(CPU {fg['train_cpu_s'] / pg['train_cpu_s']:.2f}); AutoAttack robust fgsm-rs - pgd: "
-                  f"{100 * (fg['aa_robust'] - pg['aa_robust']):+.1f} points")
+        for fast in ("fgsm-rs", "n-fgsm", "n-fgsm (val every 2)"):
+            fg = by.get(f"dlsec {fast}")
+            if fg and pg:
+                print(f"- {fast} / pgd training wall time: {fg['train_wall_s'] / pg['train_wall_s']:.2f} "
+                      f"(CPU {fg['train_cpu_s'] / pg['train_cpu_s']:.2f}); AutoAttack robust {fast} - pgd: "
+                      f"{100 * (fg['aa_robust'] - pg['aa_robust']):+.1f} points")
         if art:
             for mine in (pg, by.get("dlsec trades"), tr):
                 if mine:
@@ -421,13 +427,15 @@ def targets(by: dict[str, dict[str, Any]], seeds: list[dict[str, Any]]) -> None:
             ok2 = r["aa_robust"] >= 0.89 and r["clean"] >= 0.985
             print(f"  - second seed ({r['seed']}): {_pct(r['aa_robust'])} / {_pct(r['clean'])}: "
                   f"{'met' if ok2 else 'NOT met'}")
-    fg, pg, art = by.get("dlsec fgsm-rs"), by.get("dlsec pgd"), by.get("ART MadryPGD")
-    if fg and pg:
-        gap = 100 * (pg["aa_robust"] - fg["aa_robust"])
-        ratio = fg["train_wall_s"] / pg["train_wall_s"]
-        print(f"- fgsm-rs within 1 point of pgd under AutoAttack ({_pct(fg['aa_robust'])} vs {_pct(pg['aa_robust'])}, "
-              f"{gap:+.1f} points behind): {'met' if gap <= 1.0 + 1e-9 else 'NOT met'}; in at most a third of its "
-              f"time ({ratio:.2f}): {'met' if ratio <= 1 / 3 else 'NOT met'}")
+    pg, art = by.get("dlsec pgd"), by.get("ART MadryPGD")
+    for fast in ("fgsm-rs", "n-fgsm", "n-fgsm (val every 2)"):
+        fg = by.get(f"dlsec {fast}")
+        if fg and pg:
+            gap = 100 * (pg["aa_robust"] - fg["aa_robust"])
+            ratio = fg["train_wall_s"] / pg["train_wall_s"]
+            print(f"- {fast} within 1 point of pgd under AutoAttack ({_pct(fg['aa_robust'])} vs "
+                  f"{_pct(pg['aa_robust'])}, {gap:+.1f} points behind): {'met' if gap <= 1.0 + 1e-9 else 'NOT met'}; "
+                  f"in at most a third of its time ({ratio:.2f}): {'met' if ratio <= 1 / 3 else 'NOT met'}")
     if art:
         for r in (pg, best):
             if r:

@@ -85,7 +85,7 @@ def small(**over: str) -> list[str]:
         ({"optimizer": "lbfgs"}, [], "optimizer must be one of adam, sgd"),
         ({"data": "npz:/nonexistent.npz"}, [], "data file not found"),
         ({"batch_size": "1000"}, [], "batch size 1000 is larger than the training split"),
-        ({"method": "trades", "clean_weight": "0.5"}, [], "clean_weight applies to fgsm-rs and pgd"),
+        ({"method": "trades", "clean_weight": "0.5"}, [], "clean_weight applies to fgsm-rs, n-fgsm and pgd"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

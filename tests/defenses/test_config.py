@@ -43,7 +43,7 @@ def test_methods_registered_by_name() -> None:
         ({"step_fraction": 0.0}, "step_fraction must be > 0"),
         ({"beta": -1.0}, "beta must be >= 0"),
         ({"clean_weight": 1.5}, "clean_weight must be <= 1"),
-        ({"method": "trades", "clean_weight": 0.5}, "clean_weight applies to fgsm-rs and pgd"),
+        ({"method": "trades", "clean_weight": 0.5}, "clean_weight applies to fgsm-rs, n-fgsm and pgd"),
         ({"val_fraction": 0.9}, "val_fraction must be <= 0.5"),
         ({"val_fraction": 0.0, "patience": 3}, "patience needs a validation split"),
         ({"val_fraction": 0.0, "method": "fgsm-rs"}, "catastrophic overfitting"),

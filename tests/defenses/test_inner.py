@@ -39,6 +39,10 @@ def test_per_sample_seeds_need_every_point(tiny_model_session, small_batch) -> N
         InnerPGD(eps=0.1, sample_seeds=(1, 2, 3, 4))
     with pytest.raises(ConfigError, match="one restart"):
         InnerPGD(eps=0.1, early_stop=False, restarts=2, sample_seeds=(1, 2, 3, 4))
+    with pytest.raises(ConfigError, match="start_eps needs sample_seeds"):
+        InnerPGD(eps=0.3, start_eps=0.2, early_stop=False)
+    with pytest.raises(ConfigError, match="start_eps must be"):
+        InnerPGD(eps=0.1, start_eps=0.2, early_stop=False, sample_seeds=(1, 2, 3, 4))
     with pytest.raises(RuntimeError, match="3 seeds for 4 points"):
         InnerPGD(eps=0.1, early_stop=False, sample_seeds=(1, 2, 3))(tiny_model_session, x, y)
 

@@ -54,7 +54,7 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     assert max(float((wa[k] - start[k]).abs().max()) for k in wa) > 0.05  # training moved the weights
 
 
-@pytest.mark.parametrize("method", ["standard", "fgsm-rs", "pgd", "trades"])
+@pytest.mark.parametrize("method", ["standard", "fgsm-rs", "n-fgsm", "pgd", "trades"])
 def test_every_method_learns_and_records_its_epochs(method: str) -> None:
     res = train(method=method, epochs=3)
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
@@ -62,7 +62,7 @@ def test_every_method_learns_and_records_its_epochs(method: str) -> None:
     assert last["train_loss"] < first["train_loss"]
     assert last["val_clean_acc"] > 0.5  # 10 classes: far above chance after three short epochs
     assert 0 <= last["val_robust_acc"] <= last["val_clean_acc"]
-    assert (last["val_fgsm_acc"] is not None) == (method == "fgsm-rs")
+    assert (last["val_fgsm_acc"] is not None) == (method in ("fgsm-rs", "n-fgsm"))
     assert res.stop_reason == "completed"
     assert not res.model.training
 
@@ -194,11 +194,67 @@ def test_catastrophic_overfitting_trips_and_rolls_back(collapsing_method: type[M
     assert all(torch.equal(state["best"]["model"][k], v) for k, v in res.model.state_dict().items())
 
 
+def test_validating_every_other_epoch_still_catches_overfitting(collapsing_method: type[Method]) -> None:
+    res = train(digits("train"), method="test-collapse", epochs=8, val_every=2)
+    assert res.stop_reason == "catastrophic_overfitting"
+    flagged = [r["epoch"] for r in res.history if "catastrophic_overfitting" in r["flags"]]
+    assert flagged == [len(res.history)] and len(res.history) in (4, 6)  # caught at most one epoch late
+    assert [r["val_robust_acc"] is None for r in res.history] == [e % 2 == 1 for e in range(1, len(res.history) + 1)]
+    assert res.selected_epoch % 2 == 0 and "best" in res.history[res.selected_epoch - 1]["flags"]
+
+
+def test_val_every_validates_the_last_epoch_and_keeps_the_weights() -> None:
+    every = train(method="n-fgsm", epochs=3)
+    other = train(method="n-fgsm", epochs=3, val_every=2, select_best=False)
+    assert [r["val_robust_acc"] is None for r in other.history] == [True, False, False]
+    assert other.history[-1]["val_robust_acc"] == every.history[-1]["val_robust_acc"]
+    assert other.history[0]["val_seconds"] == 0.0
+    assert all("best" not in r["flags"] for r in other.history[:1])
+
+
 def test_honest_fgsm_rs_does_not_trip() -> None:
     res = train(digits("train"), method="fgsm-rs", epochs=4)
     assert res.stop_reason == "completed"
     assert all("catastrophic_overfitting" not in r["flags"] for r in res.history)
     assert res.history[-1]["val_robust_acc"] > 0.4
+
+
+def test_n_fgsm_is_registered_and_does_not_overfit_catastrophically() -> None:
+    assert methods.get_method("n-fgsm").detects_overfitting
+    res = train(digits("train"), method="n-fgsm", epochs=4)
+    assert res.stop_reason == "completed"
+    assert all("catastrophic_overfitting" not in r["flags"] for r in res.history)
+    last = res.history[-1]
+    assert last["val_fgsm_acc"] - last["val_robust_acc"] < 0.4
+    assert last["val_robust_acc"] > 0.4
+
+
+def test_n_fgsm_perturbation_is_noise_plus_one_step_within_k_plus_one_eps() -> None:
+    cfg = TrainConfig(method="n-fgsm", eps=0.1, nfgsm_noise=2.0)
+    net = model().eval()
+    data = subset(32)
+    seeds = tuple(range(100, 132))
+    seen: dict[str, torch.Tensor] = {}
+    method = methods.get_method("n-fgsm")(cfg)
+    orig = method._mixed
+
+    def spy(net_: Any, batch: Batch, x_adv: torch.Tensor) -> Any:
+        seen["x_adv"] = x_adv
+        return orig(net_, batch, x_adv)
+
+    method._mixed = spy  # type: ignore[method-assign]
+    method.loss(net, net, Batch(x=data.x, y=data.y, eps=0.1, seeds=seeds))
+    delta = (seen["x_adv"] - data.x).flatten(1).abs().amax(1)
+    assert float(delta.max()) <= 0.3 + 1e-6  # (k + 1) * eps, never projected back to eps
+    assert float(delta.max()) > 0.1 + 1e-3  # it does leave the eps ball
+    assert float(seen["x_adv"].min()) >= 0.0 and float(seen["x_adv"].max()) <= 1.0
+    start = methods.InnerPGD(
+        eps=0.3, start_eps=0.2, steps=1, step_size=1e-7, early_stop=False, sample_seeds=seeds
+    )(net, data.x, data.y).x_adv
+    assert float((start - data.x).abs().max()) <= 0.2 + 1e-6  # the noise has radius k * eps
+    # one step of eps from that start, clipped to [0, 1] only
+    step = (seen["x_adv"] - start).abs()
+    assert float(step.max()) <= 0.1 + 1e-5
 
 
 def test_weight_average_is_validated_selected_saved_and_resumed(tmp_path: Path) -> None:

@@ -213,7 +213,8 @@ class Attack(ABC):
             xd, yd = x.detach().to(dev), y.to(dev)
             td = target.to(dev) if target is not None else None
             with torch.no_grad():
-                logits = counter(xd)
+                # Without early stopping no point is skipped: one row tells the number of classes.
+                logits = counter(xd if self.early_stop else xd[:1])
             if logits.dim() != 2:
                 raise InputError(f"the model is not a classifier: logits of shape {tuple(logits.shape)}")
             k = int(logits.shape[1])
@@ -224,7 +225,10 @@ class Attack(ABC):
                 model=counter, generator=gen, targeted=self.targeted, num_classes=k, early_stop=self.early_stop
             )
             x_adv = xd.clone()
-            todo = (~ctx.is_adv(logits, yd, td)).nonzero().squeeze(1)
+            if self.early_stop:
+                todo = (~ctx.is_adv(logits, yd, td)).nonzero().squeeze(1)
+            else:
+                todo = torch.arange(len(xd), device=dev)
             for chunk in todo.split(self.batch_size) if todo.numel() else ():
                 tc = td[chunk] if td is not None else None
                 with torch.set_grad_enabled(not self.gradient_free):

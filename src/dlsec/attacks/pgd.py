@@ -73,6 +73,9 @@ class PGD(Attack):
             idx = torch.arange(len(todo), device=x.device)  # positions in this restart still active
             hit = torch.zeros(len(todo), dtype=torch.bool, device=x.device)
             for step in range(self.steps + 1):
+                if step == self.steps and not ctx.early_stop:
+                    best[todo[idx]] = adv.detach()  # every point ends at its last iterate: no forward needed
+                    break
                 xa = adv.requires_grad_(True)
                 logits = ctx.model(xa)
                 done = ctx.is_adv(logits.detach(), y0, t0)

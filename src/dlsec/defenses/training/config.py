@@ -31,7 +31,7 @@ class TrainConfig:
         TrainConfig(method="trades", eps=0.1, epochs=30, beta=6.0)
     """
 
-    method: str = param("pgd", doc="standard, fgsm-rs, pgd or trades")
+    method: str = param("pgd", doc="standard, fgsm-rs, n-fgsm, pgd or trades")
     norm: str = param("linf", choices=NORMS, doc="threat model: linf or l2")
     eps: float = param(0.1, gt=0.0, doc="training and validation budget (linf: at most 1)")
     epochs: int = param(10, ge=1, doc="passes over the training split")
@@ -45,10 +45,14 @@ class TrainConfig:
     attack_steps: int = param(10, ge=1, doc="PGD / TRADES inner steps")
     step_fraction: float | None = param(None, gt=0.0, doc="inner step as a fraction of eps; default 2.5 / steps")
     fgsm_step: float = param(1.25, gt=0.0, doc="FGSM-RS step as a multiple of eps (Wong et al. 2020: 1.25)")
+    nfgsm_noise: float = param(2.0, ge=0.0, doc="N-FGSM noise radius as a multiple of eps (de Jorge et al. 2022: 2)")
     beta: float = param(6.0, ge=0.0, doc="TRADES weight of the KL term")
-    clean_weight: float = param(0.0, ge=0.0, le=1.0, doc="fgsm-rs / pgd: weight of the clean loss in each batch")
+    clean_weight: float = param(0.0, ge=0.0, le=1.0, doc="fgsm-rs / n-fgsm / pgd: weight of the clean loss in each batch")
     val_fraction: float = param(0.1, ge=0.0, le=0.5, doc="held-out share of the training data (stratified)")
     val_steps: int = param(20, ge=1, doc="PGD steps for validation robust accuracy")
+    val_every: int = param(
+        1, ge=1, doc="validate after every Nth epoch and the last only (selection, overfitting checks: those epochs)"
+    )
     select_best: bool = param(True, doc="keep the epoch with the best validation robust accuracy, not the last")
     patience: int | None = param(None, ge=1, doc="stop after this many epochs without a better robust accuracy")
     co_drop: float = param(0.3, gt=0.0, le=1.0, doc="catastrophic overfitting: robust accuracy drop from the best")
@@ -71,7 +75,7 @@ class TrainConfig:
         if self.norm == "linf" and self.eps > 1.0:
             raise ConfigError(f"linf eps must be in (0, 1] for inputs in [0, 1], got {self.eps}")
         if self.clean_weight > 0 and not method.mixes_clean:
-            raise ConfigError(f"clean_weight applies to fgsm-rs and pgd, not {self.method}")
+            raise ConfigError(f"clean_weight applies to fgsm-rs, n-fgsm and pgd, not {self.method}")
         if self.val_fraction == 0:
             if self.patience is not None:
                 raise ConfigError("patience needs a validation split (val_fraction > 0)")

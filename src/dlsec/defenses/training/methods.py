@@ -3,6 +3,9 @@
 * ``standard``: cross-entropy on clean inputs.
 * ``fgsm-rs``: "fast" adversarial training (Wong, Rice & Kolter, ICLR 2020): one FGSM step of ``1.25 * eps`` from a
   uniform random start, projected back onto the ball.
+* ``n-fgsm``: N-FGSM (de Jorge et al., NeurIPS 2022): one FGSM step of ``eps`` from a uniform start of radius
+  ``nfgsm_noise * eps`` (2), NOT projected back onto the eps ball (only clipped to [0, 1]): the training
+  perturbation reaches ``(nfgsm_noise + 1) * eps``. It avoids catastrophic overfitting at the cost of FGSM-RS.
 * ``pgd``: PGD adversarial training (Madry et al., ICLR 2018): ``attack_steps`` steps of ``2.5 * eps / steps``
   from a random start.
 * ``trades``: TRADES (Zhang et al., ICML 2019): cross-entropy on the clean input plus ``beta`` times
@@ -48,11 +51,19 @@ class InnerPGD(PGD):
     """
 
     sample_seeds: tuple[int, ...] = ()
+    start_eps: float | None = None
+    """Radius of the random start, at most ``eps`` (default ``eps``); needs ``sample_seeds``. N-FGSM uses a start of
+    radius ``k * e`` inside a ball of ``eps = (k + 1) * e``, so that one step of ``e`` is never projected back."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sample_seeds and (self.early_stop or self.restarts != 1):
             raise ConfigError("per-sample seeds need early_stop=False and one restart")
+        if self.start_eps is not None:
+            if not self.sample_seeds:
+                raise ConfigError("start_eps needs sample_seeds")
+            if not (self.start_eps >= 0 and self.eps is not None and self.start_eps <= self.eps):
+                raise ConfigError(f"start_eps must be in [0, eps={self.eps}], got {self.start_eps}")
 
     def _start(self, ctx: Context, x0: torch.Tensor) -> torch.Tensor:
         if not self.sample_seeds:
@@ -60,16 +71,17 @@ class InnerPGD(PGD):
         if len(self.sample_seeds) != len(x0):
             raise RuntimeError(f"{len(self.sample_seeds)} seeds for {len(x0)} points; raise batch_size")
         assert self.eps is not None
+        r = self.eps if self.start_eps is None else self.start_eps
         m = x0[0].numel()
         if self.norm == "linf":
             u = seeded_uniform(self.sample_seeds, m)
-            delta = (2 * u - 1) * self.eps
-        else:  # a random direction (Box-Muller normals) and a radius uniform in [0, eps], as PGD's own start
+            delta = (2 * u - 1) * r
+        else:  # a random direction (Box-Muller normals) and a radius uniform in [0, r], as PGD's own start
             u = seeded_uniform(self.sample_seeds, 2 * m + 1)
             d = torch.sqrt(-2 * torch.log(u[:, :m])) * torch.cos(2 * math.pi * u[:, m : 2 * m])
-            delta = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12) * (u[:, 2 * m :] * self.eps)
+            delta = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12) * (u[:, 2 * m :] * r)
         delta = delta.to(device=x0.device, dtype=x0.dtype).reshape(x0.shape)
-        return (x0 + project(delta, self.norm, self.eps)).clamp(0.0, 1.0)
+        return (x0 + project(delta, self.norm, r)).clamp(0.0, 1.0)
 
 
 _MASK32 = 0xFFFFFFFF
@@ -194,6 +206,34 @@ class FGSMRS(Method):
     def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = self.attack(batch, 1, self.config.fgsm_step)(model, batch.x, batch.y).x_adv
         return self._mixed(net, batch, x_adv)
+
+
+class NFGSM(Method):
+    """N-FGSM (de Jorge et al. 2022): one FGSM step of eps from noise of radius 2 * eps, not projected back.
+
+    The inner attack is :class:`InnerPGD` with one step of ``eps``, a seeded uniform start of radius
+    ``nfgsm_noise * eps`` and a ball of ``(nfgsm_noise + 1) * eps``, which that step cannot leave: the perturbation is
+    only clipped to [0, 1], never projected onto the eps ball, as in the paper. Validation still attacks at ``eps``.
+    """
+
+    name = "n-fgsm"
+    mixes_clean = True
+    detects_overfitting = True
+
+    def loss(self, net: nn.Module, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.config.nfgsm_noise
+        atk = InnerPGD(
+            norm=self.config.norm,
+            eps=(k + 1) * batch.eps,
+            start_eps=k * batch.eps,
+            steps=1,
+            step_size=batch.eps,
+            random_start=True,
+            early_stop=False,
+            batch_size=max(1, len(batch.x)),
+            sample_seeds=batch.seeds,
+        )
+        return self._mixed(net, batch, atk(model, batch.x, batch.y).x_adv)
 
 
 class PGDAT(Method):

@@ -396,7 +396,7 @@ class _Run:
         cfg = self.cfg
         self.epoch += 1
         flags: list[str] = []
-        if len(self.val_idx):
+        if len(self.val_idx) and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
             record.update(self.validate(fgsm=method.detects_overfitting))
             robust, clean = record["val_robust_acc"], record["val_clean_acc"]
             signal = None
