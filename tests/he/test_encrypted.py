@@ -40,6 +40,18 @@ def test_w1_single_matches_plaintext(single: Plan, w1_he: HEModel, digits_test: 
     assert single.check is not None and single.check.passed and single.check.samples == 4
 
 
+def test_key_budget_is_a_preference_reported_when_exceeded(single: Plan, w1_he: HEModel, digits_test: Dataset) -> None:
+    assert not single.report.over_key_budget  # W1's 13 keys fit the default 16 MB
+    tight = compile(w1_he, digits_test.x[:32], mode="single", check_samples=2, key_budget_bytes=1 << 20)
+    r = tight.report
+    assert r.over_key_budget and r.galois_key_bytes > r.key_budget_bytes == 1 << 20
+    # Over the budget the plan takes the smaller of its own rotations and the power-of-two keys composing them.
+    assert len(r.galois_keys) <= len(single.report.galois_keys)
+    tight.keygen()
+    x = digits_test.x[:3]
+    assert np.abs(tight.decrypt(tight.evaluate(tight.encrypt(x))) - _ref(w1_he, x)).max() <= TOL
+
+
 def test_w1_batch_whole_test_split(batch: Plan, w1_he: HEModel, digits_test: Dataset) -> None:
     """The differential check ran on all 540 test images in one query: 100% agreement, error <= 1e-3."""
     c = batch.check

@@ -101,6 +101,11 @@ def _print_report(plan: Any) -> None:
         f"  evaluation keys ~{r.evaluation_key_bytes / 1e6:.1f} MB, upload ~{r.upload_bytes / 1e3:.0f} kB, "
         f"download ~{r.download_bytes / 1e3:.0f} kB per query; estimated {r.estimated_ms:.0f} ms per query"
     )
+    if r.over_key_budget:
+        console.print(
+            f"  note: the Galois keys (~{r.galois_key_bytes / 1e6:.1f} MB) exceed the key budget "
+            f"({r.key_budget_bytes / 1e6:.1f} MB); no smaller set of keys serves this plan"
+        )
     if plan.check is not None:
         c = plan.check
         console.print(

@@ -109,11 +109,18 @@ class PlanReport:
     rotations_per_query: int
     products_per_query: int
     estimated_ms: float
+    key_budget_bytes: int
 
     @property
     def evaluation_key_bytes(self) -> int:
         """Galois plus relinearization keys: what the server receives once per client."""
         return self.galois_key_bytes + self.relin_key_bytes
+
+    @property
+    def over_key_budget(self) -> bool:
+        """Whether the Galois keys exceed the key budget: no smaller set of keys (powers of two included) serves
+        this plan, so the budget is a preference, not a bound."""
+        return self.galois_key_bytes > self.key_budget_bytes
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -615,6 +622,7 @@ class Plan:
             encrypted_weight_bytes=enc_w,
             rotations_per_query=rot,
             products_per_query=prods,
+            key_budget_bytes=self.key_budget_bytes,
             estimated_ms=round(ms, 1),
         )
 
