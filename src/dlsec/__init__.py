@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "safe_load"]
+__all__ = ["__version__", "evaluate", "load", "safe_load"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from dlsec.evaluation import EvalResult
@@ -33,3 +33,10 @@ def safe_load(path: Any, map_location: Any = None, *, strict: bool = False) -> A
     from dlsec.scan.safe_load import safe_load as _safe_load
 
     return _safe_load(path, map_location, strict=strict)
+
+
+def load(path: Any, key: Any = None, verify_key: Any = None, **kwargs: Any) -> Any:
+    """Verify, decrypt in memory and load a protected model file; see :func:`dlsec.protect.load.load`."""
+    from dlsec.protect.load import load as _load
+
+    return _load(path, key, verify_key, **kwargs)

@@ -27,3 +27,16 @@ class DataError(InputError):
 
 class ConfigError(InputError):
     """An invalid attack or evaluation parameter (negative epsilon, unknown norm, unknown attack)."""
+
+
+class VerificationError(DlsecError):
+    """An integrity or authenticity check failed: a bad signature, a tampered file, a digest that does not match.
+
+    Exit status 1 ("verification failed"), distinct from bad input (2).
+    """
+
+    exit_code = 1
+
+
+class KeyMismatchError(InputError):
+    """The key, passphrase or key service given is not one the file was protected with (exit status 2)."""

@@ -23,6 +23,7 @@ COMMANDS = {
     "scan": "dlsec.cli.scan:scan",
     "train": "dlsec.cli.train:train",
     "he": "dlsec.cli.he:he",
+    "protect": "dlsec.cli.protect:protect",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 

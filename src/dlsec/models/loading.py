@@ -22,6 +22,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import nn
@@ -87,54 +88,95 @@ def _tensor_prefix() -> str:
         return "tensor_"
 
 
-def inspect_pt2(path: Path) -> None:
+def inspect_pt2(path: Path | IO[bytes]) -> None:
     """Refuse a ``.pt2`` archive that would make ``torch.export.load`` unpickle or run native code.
 
     Raises :class:`ModelError` for: a file that is not a zip, an archive whose uncompressed size is over the
     limit, native code (``.so``, ``.dll``, ``.dylib``, AOTInductor sources), any payload stored as a pickle, and any
     constant that is a custom or opaque object (both are unpickled).
     """
+    label = path if isinstance(path, Path) else getattr(path, "name", "the archive")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path} is not a torch.export archive (not a zip file)") from exc
+        raise ModelError(f"{label} is not a torch.export archive (not a zip file)") from exc
     prefix = _tensor_prefix()
     with zf:
         infos = zf.infolist()
         total = sum(i.file_size for i in infos)
         if total > MAX_MODEL_BYTES:
-            raise ModelError(f"{path} unpacks to {total} bytes, over the {MAX_MODEL_BYTES}-byte limit")
+            raise ModelError(f"{label} unpacks to {total} bytes, over the {MAX_MODEL_BYTES}-byte limit")
         for info in infos:
             name = info.filename
             if name.endswith((".so", ".dll", ".dylib", ".cpp", ".pyd")):
-                raise ModelError(f"{path} carries native code ({name}); refusing to load it")
+                raise ModelError(f"{label} carries native code ({name}); refusing to load it")
             if not name.endswith("_config.json"):
                 continue
             if info.file_size > 64 << 20:
-                raise ModelError(f"{path}: {name} is too large")
+                raise ModelError(f"{label}: {name} is too large")
             try:
                 config = json.loads(zf.read(info)).get("config", {})
             except (ValueError, AttributeError) as exc:
-                raise ModelError(f"{path}: {name} is not valid JSON") from exc
+                raise ModelError(f"{label}: {name} is not valid JSON") from exc
             if not isinstance(config, dict):
-                raise ModelError(f"{path}: {name} has an unexpected layout")
+                raise ModelError(f"{label}: {name} has an unexpected layout")
             for fqn, meta in config.items():
                 if not isinstance(meta, dict):
-                    raise ModelError(f"{path}: {name} has an unexpected layout")
+                    raise ModelError(f"{label}: {name} has an unexpected layout")
                 if meta.get("use_pickle"):
-                    raise ModelError(f"{path}: payload {fqn!r} is a pickle; refusing to unpickle it")
+                    raise ModelError(f"{label}: payload {fqn!r} is a pickle; refusing to unpickle it")
                 if "constants" in name and not str(meta.get("path_name", "")).startswith(prefix):
-                    raise ModelError(f"{path}: constant {fqn!r} is a custom object; refusing to unpickle it")
+                    raise ModelError(f"{label}: constant {fqn!r} is a custom object; refusing to unpickle it")
 
 
 def _load_exported(path: Path) -> nn.Module:
-    inspect_pt2(path)
+    with open(path, "rb") as f:
+        return load_exported(f, str(path))
+
+
+def load_exported(f: IO[bytes], name: str) -> nn.Module:
+    """A ``torch.export`` program from an open stream (a file, or bytes decrypted in memory), inspected first."""
+    inspect_pt2(f)
+    f.seek(0)
     try:
         with _weights_only_loads():
-            program = torch.export.load(str(path))
+            program = torch.export.load(f)
         return program.module()
     except Exception as exc:  # torch raises many types for a bad archive
-        raise ModelError(f"cannot load torch.export program {path}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load torch.export program {name}: {_first_line(exc)}") from exc
+
+
+def is_pt2(f: IO[bytes]) -> bool:
+    """Whether a zip stream is a ``torch.export`` archive (it has an ``archive_format`` member saying pt2)."""
+    try:
+        with zipfile.ZipFile(f) as zf:
+            names = [n for n in zf.namelist() if n.endswith("archive_format")]
+            return bool(names) and zf.getinfo(names[0]).file_size < 64 and zf.read(names[0]).strip() == b"pt2"
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
+    finally:
+        f.seek(0)
+
+
+def weights_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors bytes held in memory (validated by the safetensors library)."""
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"{name} is not a valid safetensors file: {_first_line(exc)}") from exc
+
+
+def torch_load_bytes(data: bytes, name: str, map_location: object = "cpu") -> object:
+    """``torch.load(weights_only=True)`` of a checkpoint held in memory (the caller has scanned it)."""
+    import io
+
+    try:
+        with _weights_only_loads():
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)  # type: ignore[arg-type]
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise ModelError(f"cannot load {name} with weights_only=True: {_first_line(exc)}") from exc
 
 
 def _load_torchscript(path: Path) -> nn.Module:

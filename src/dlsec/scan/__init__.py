@@ -18,10 +18,12 @@ from pathlib import Path
 
 from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
 from dlsec.scan import keras as _keras  # noqa: F401  (registers the HDF5 scanner)
-from dlsec.scan.engine import SCANNERS, Limits, scan_file
+from dlsec.scan.engine import SCANNERS, Limits, scan_file, scan_stream
 from dlsec.scan.results import Finding, ScanError, ScanReport, Severity, Skipped
 
-__all__ = ["SCANNERS", "Finding", "Limits", "ScanError", "ScanReport", "Severity", "Skipped", "scan_path"]
+__all__ = [
+    "SCANNERS", "Finding", "Limits", "ScanError", "ScanReport", "Severity", "Skipped", "scan_bytes", "scan_path",
+]  # fmt: skip
 
 
 def _files(paths: list[str]) -> tuple[list[str], list[ScanError], list[Skipped]]:
@@ -53,6 +55,15 @@ def _files(paths: list[str]) -> tuple[list[str], list[ScanError], list[Skipped]]
 def _one(path: str, strict: bool) -> ScanReport:
     ctx = scan_file(path, strict=strict)
     scanned = () if ctx.skipped and not ctx.findings and not ctx.errors else (path,)
+    return ScanReport(tuple(ctx.findings), tuple(ctx.errors), tuple(ctx.skipped), scanned)
+
+
+def scan_bytes(data: bytes, name: str, *, strict: bool = False) -> ScanReport:
+    """Scan bytes held in memory (a model decrypted in memory, say) as a file named ``name``."""
+    import io
+
+    ctx = scan_stream(io.BytesIO(data), name, strict=strict)
+    scanned = () if ctx.skipped and not ctx.findings and not ctx.errors else (name,)
     return ScanReport(tuple(ctx.findings), tuple(ctx.errors), tuple(ctx.skipped), scanned)
 
 

@@ -591,26 +591,43 @@ def scan_file(path: str, *, strict: bool = False, limits: Limits | None = None) 
     ctx = Context(path=path, strict=strict, limits=limits or Limits())
     try:
         with open(path, "rb") as f:
-            kind = sniff(read_head(f))
-            if os.path.basename(path) == "saved_model.pb" or path.endswith(".onnx"):
-                # Protobuf has no magic bytes: these go by name, always, whatever else the bytes also look like.
-                from dlsec.scan.protobuf import scan_protobuf
-
-                scan_protobuf(ctx, path, "onnx" if path.endswith(".onnx") else "savedmodel")
-                if kind in ("unknown", "pickle0"):
-                    return ctx
-            if kind in ("unknown", "pickle0") and _ends_like_zip(f):
-                # Data before a zip archive: zipfile-based loaders (Keras, numpy's zipfile users) still open it.
-                # The bytes before it are scanned as hidden data; if it is no zip after all, as what it looked like.
-                errors = len(ctx.errors)
-                ctx.dispatch(f, "", kind="zip")
-                if len(ctx.errors) > errors and kind == "pickle0":
-                    f.seek(0)
-                    ctx.dispatch(f, "", top=True)
-            else:
-                ctx.dispatch(f, "", top=True)
+            _scan_opened(ctx, f, path)
     except OSError as exc:
         ctx.error("", f"cannot read: {exc}")
     except Exception as exc:  # fail closed, whatever went wrong (MemoryError included)
         ctx.error("", f"{type(exc).__name__}: {exc}")
     return ctx
+
+
+def scan_stream(f: Stream, name: str, *, strict: bool = False, limits: Limits | None = None) -> Context:
+    """Scan an open, seekable binary stream (bytes held in memory, for one): as :func:`scan_file` would the file.
+
+    ``name`` labels the findings; formats identified by file name (ONNX, SavedModel) are not recognised here.
+    """
+    ctx = Context(path=name, strict=strict, limits=limits or Limits())
+    try:
+        _scan_opened(ctx, f, None)
+    except Exception as exc:  # fail closed, whatever went wrong (MemoryError included)
+        ctx.error("", f"{type(exc).__name__}: {exc}")
+    return ctx
+
+
+def _scan_opened(ctx: Context, f: Stream, path: str | None) -> None:
+    kind = sniff(read_head(f))
+    if path is not None and (os.path.basename(path) == "saved_model.pb" or path.endswith(".onnx")):
+        # Protobuf has no magic bytes: these go by name, always, whatever else the bytes also look like.
+        from dlsec.scan.protobuf import scan_protobuf
+
+        scan_protobuf(ctx, path, "onnx" if path.endswith(".onnx") else "savedmodel")
+        if kind in ("unknown", "pickle0"):
+            return
+    if kind in ("unknown", "pickle0") and _ends_like_zip(f):
+        # Data before a zip archive: zipfile-based loaders (Keras, numpy's zipfile users) still open it.
+        # The bytes before it are scanned as hidden data; if it is no zip after all, as what it looked like.
+        errors = len(ctx.errors)
+        ctx.dispatch(f, "", kind="zip")
+        if len(ctx.errors) > errors and kind == "pickle0":
+            f.seek(0)
+            ctx.dispatch(f, "", top=True)
+    else:
+        ctx.dispatch(f, "", top=True)
