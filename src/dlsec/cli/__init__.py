@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "dlsec.cli.train:train",
     "he": "dlsec.cli.he:he",
     "protect": "dlsec.cli.protect:protect",
+    "audit": "dlsec.cli.audit:audit",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 
