@@ -29,14 +29,17 @@ def test_audit_requirements_api(tmp_path: Path) -> None:
     assert {(v.package, v.id) for v in report.vulns} == {
         ("transformers", "PYSEC-2024-227"),
         ("transformers", "GHSA-37q5-v5qm-c9v8"),
+        ("transformers", "GHSA-29pf-2h5f-8g72"),
+        ("transformers", "GHSA-69w3-r845-3855"),
+        ("transformers", "PYSEC-2024-228"),
         ("scikit-learn", "CVE-2024-5206"),
     }
-    assert report.fixes() == {"transformers": "4.48.0", "scikit-learn": "1.5.0"}
+    assert report.fixes() == {"transformers": "5.3.0", "scikit-learn": "1.5.0"}
     text = RENDERERS["table"](report)
     assert (
         "PYSEC-2024-227" in text
         and "2 packages audited" in text
-        and "3 known vulnerabilities in 2 packages" in text
+        and "6 known vulnerabilities in 2 packages" in text
     )
 
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "he": "dlsec.cli.he:he",
     "protect": "dlsec.cli.protect:protect",
     "audit": "dlsec.cli.audit:audit",
+    "lint": "dlsec.cli.lint:lint",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 
