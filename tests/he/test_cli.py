@@ -33,7 +33,7 @@ def test_compile_keygen_serve_infer(capsys: pytest.CaptureFixture[str], he_model
     plan_path, report = tmp_path / "plan.safetensors", tmp_path / "report.json"
     code, out, err = run(
         capsys, "he", "compile", "--model", str(he_model_file), "--mode", "single", "--check-samples", "2",
-        "--limit", "128", "--out", str(plan_path), "--json", str(report),
+        "--limit", "128", "--out", str(plan_path), "--json", str(report), "--release-noise", "1e-5",
     )  # fmt: skip
     assert code == 0, err
     doc = json.loads(report.read_text())
@@ -45,6 +45,8 @@ def test_compile_keygen_serve_infer(capsys: pytest.CaptureFixture[str], he_model
 
     from dlsec.he import Plan
     from dlsec.he.server import make_server
+
+    assert Plan.load(plan_path).client.release_noise == 1e-5  # noise flooding reaches the client's decrypt
 
     srv = make_server(Plan.load(plan_path), "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -26,6 +26,7 @@ COMMANDS = {
     "protect": "dlsec.cli.protect:protect",
     "audit": "dlsec.cli.audit:audit",
     "lint": "dlsec.cli.lint:lint",
+    "sandbox": "dlsec.cli.sandbox:sandbox",
 }
 """Subcommands, imported only when used: ``dlsec scan`` must not pay for importing torch."""
 

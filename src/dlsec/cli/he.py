@@ -164,6 +164,7 @@ def convert_cmd(
 @click.option("--max-error", type=float, default=1e-3, show_default=True, help="differential check: largest logit error")
 @click.option("--min-agreement", type=float, default=1.0, show_default=True, help="differential check: least argmax agreement")
 @click.option("--release-bits", type=int, default=12, show_default=True, help="decrypted outputs are rounded to 2^-N")
+@click.option("--release-noise", type=float, default=0.0, show_default=True, help="std of Gaussian noise added to decrypted outputs before rounding (noise flooding against IND-CPA-D key recovery)")
 @click.option("--key-budget-mb", type=int, default=16, show_default=True, help="Galois keys above this: power-of-two keys, composed rotations")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="the plan (safetensors + JSON)")
 @click.option("--host-plan", type=click.Path(dir_okay=False), help="with --encrypted-weights: also write the weightless plan the host serves")
@@ -182,6 +183,7 @@ def compile_cmd(
     max_error: float,
     min_agreement: float,
     release_bits: int,
+    release_noise: float,
     key_budget_mb: int,
     out: str,
     host_plan: str | None,
@@ -205,6 +207,7 @@ def compile_cmd(
         max_error=max_error,
         min_agreement=min_agreement,
         release_bits=release_bits,
+        release_noise=release_noise,
         key_budget_bytes=max(0, key_budget_mb) << 20,
     )
     plan.save(out)

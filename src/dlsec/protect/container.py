@@ -232,6 +232,15 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return data
 
 
+def _read_into(f: IO[bytes], view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise InputError("the input file changed size while it was read")
+        got += n
+
+
 def _plain_info(src: IO[bytes], size: int) -> tuple[str, str | None]:
     head = src.read(16)
     fmt = sniff_format(head)
@@ -265,20 +274,34 @@ def encrypt_stream(
     wraps = [k.wrap(dek, _context(meta, digest)) for k in keys]
     mac = hmac.new(mac_key, digest, hashlib.sha256).hexdigest()
     out = _encode_header(meta, mac, wraps)
-    write = dst.write if on_write is None else (lambda b: (on_write(b), dst.write(b)))
+    def write(b: bytes | memoryview) -> None:
+        if on_write is not None:
+            on_write(b)  # type: ignore[arg-type]
+        dst.write(b)
+
     write(out)
     aead = AESGCM(chunk_key)
     n = meta["chunks"]
+    inbuf, outbuf = bytearray(chunk_size), bytearray(chunk_size + TAG)  # reused: no allocation per chunk
+    inview, outview = memoryview(inbuf), memoryview(outbuf)
     for i in range(n):
-        plain = _read_exact(src, min(chunk_size, size - i * chunk_size))
-        write(aead.encrypt(_nonce(i), plain, _aad(digest, i, n)))
+        k = min(chunk_size, size - i * chunk_size)
+        _read_into(src, inview[:k])
+        if hasattr(aead, "encrypt_into"):  # cryptography >= 45
+            aead.encrypt_into(_nonce(i), inview[:k], _aad(digest, i, n), outview[: k + TAG])
+            write(outview[: k + TAG])
+        else:  # pragma: no cover - older cryptography
+            write(aead.encrypt(_nonce(i), bytes(inview[:k]), _aad(digest, i, n)))
     if src.read(1):
         raise InputError("the input file grew while it was read")
     return read_header(io.BytesIO(out))
 
 
-def iter_decrypt(f: IO[bytes], keys: Sequence[KeySource], name: str = "file") -> Iterator[bytes]:
-    """Authenticate and decrypt chunk by chunk (nothing is yielded before its chunk's tag checks)."""
+def iter_decrypt(f: IO[bytes], keys: Sequence[KeySource], name: str = "file") -> Iterator[bytes | memoryview]:
+    """Authenticate and decrypt chunk by chunk (nothing is yielded before its chunk's tag checks).
+
+    A yielded block is only valid until the next one is asked for (one buffer is reused): copy it to keep it.
+    """
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -289,13 +312,20 @@ def iter_decrypt(f: IO[bytes], keys: Sequence[KeySource], name: str = "file") ->
     aead = AESGCM(chunk_key)
     n, cs, size = header.chunks, header.chunk_size, header.size
     table = _TableCheck(header, name)
+    inbuf, outbuf = bytearray(min(cs, size) + TAG), bytearray(min(cs, size))  # reused: no allocation per chunk
+    inview, outview = memoryview(inbuf), memoryview(outbuf)
     for i in range(n):
-        want = min(cs, size - i * cs) + TAG
-        blob = f.read(want)
-        if len(blob) != want:
-            raise VerificationError(f"{name} is truncated: chunk {i} of {n} is incomplete or missing")
+        k = min(cs, size - i * cs)
         try:
-            plain = aead.decrypt(_nonce(i), blob, _aad(header.meta_digest, i, n))
+            _read_into(f, inview[: k + TAG])
+        except InputError:
+            raise VerificationError(f"{name} is truncated: chunk {i} of {n} is incomplete or missing") from None
+        try:
+            if hasattr(aead, "decrypt_into"):  # cryptography >= 45
+                aead.decrypt_into(_nonce(i), inview[: k + TAG], _aad(header.meta_digest, i, n), outview[:k])
+                plain: bytes | memoryview = outview[:k]
+            else:  # pragma: no cover - older cryptography
+                plain = aead.decrypt(_nonce(i), bytes(inview[: k + TAG]), _aad(header.meta_digest, i, n))
         except InvalidTag:
             raise VerificationError(
                 f"{name}: chunk {i} of {n} failed authentication (altered, reordered or duplicated)"
@@ -316,7 +346,7 @@ class _TableCheck:
         self.buf = bytearray()
         self.done = self.want is None
 
-    def feed(self, plain: bytes) -> None:
+    def feed(self, plain: bytes | memoryview) -> None:
         if self.done:
             return
         self.buf += plain[: 8 + MAX_SAFETENSORS_HEADER - len(self.buf)]

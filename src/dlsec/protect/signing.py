@@ -40,7 +40,7 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 DEFAULT_IGNORE = (".git", ".github", ".gitattributes", ".gitignore")
 MAX_SIGNATURE = 64 << 20
 MAX_FILES = 1_000_000
-BLOCK = 8 << 20
+BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -149,23 +149,26 @@ def hash_stream(f: Any, *, tensors: bool = True) -> tuple[str, dict[str, str]]:
             per = {name: hashlib.sha256().hexdigest() for name, a, b in found if a == b}
             layout = [t for t in found if t[1] < t[2]]
     hashers: dict[str, Any] = {}
+    reuse = bytearray(BLOCK)  # later blocks are read into one buffer: no allocation per block
+    view = memoryview(reuse)
     lo, pos, block = 0, 0, first
     while block:
         h.update(block)
         end = pos + len(block)
-        view = memoryview(block)
+        mv = memoryview(block)
         i = lo
         while i < len(layout) and layout[i][1] < end:
             name, a, b = layout[i]
             if b > pos:
-                hashers.setdefault(name, hashlib.sha256()).update(view[max(a, pos) - pos : min(b, end) - pos])
+                hashers.setdefault(name, hashlib.sha256()).update(mv[max(a, pos) - pos : min(b, end) - pos])
             i += 1
         while lo < len(layout) and layout[lo][2] <= end:
             name = layout[lo][0]
             per[name] = hashers.pop(name, hashlib.sha256()).hexdigest()
             lo += 1
         pos = end
-        block = f.read(BLOCK)
+        n_read = f.readinto(reuse)
+        block = view[:n_read] if n_read else b""
     for name, th in hashers.items():
         per[name] = th.hexdigest()
     return h.hexdigest(), per

@@ -1,0 +1,231 @@
+"""The parent side of a sandbox run: start the child in isolation, read its events, judge, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dlsec.errors import InputError
+from dlsec.sandbox import child as _child
+from dlsec.sandbox.events import Isolation, SandboxEvent, SandboxReport
+from dlsec.sandbox.loaders import get_loader, pick_loader
+
+MAX_FILE_BYTES = 8 << 30
+"""Files larger than this are refused (the loader would read all of it into the child's memory)."""
+MAX_CHANNEL_BYTES = 4 << 20
+"""At most this much of the child's event stream is read; the rest is drained and dropped."""
+MAX_OUTPUT_BYTES = 4096
+"""The tail of the child's stdout and stderr kept for an error message."""
+CHILD = os.path.abspath(_child.__file__)
+
+
+@functools.cache
+def namespaces_available() -> str:
+    """``""`` when ``unshare --user --map-root-user --net --mount`` works here, else why not."""
+    exe = shutil.which("unshare")
+    if exe is None or not sys.platform.startswith("linux"):
+        return "no unshare binary (util-linux) or not Linux"
+    try:
+        r = subprocess.run([exe, *_UNSHARE, "true"], capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unshare failed: {exc}"
+    if r.returncode != 0:
+        return f"unshare failed: {r.stderr.decode(errors='replace').strip()[:200]}"
+    try:
+        _namespace_ids()
+    except OSError as exc:
+        return f"cannot read /proc/self/ns: {exc}"
+    return ""
+
+
+def _namespace_ids() -> str:
+    """This process's user, network and mount namespaces, for the child to check that its own differ."""
+    return ",".join(f"{ns}={os.readlink(f'/proc/self/ns/{ns}')}" for ns in ("user", "net", "mnt"))
+
+
+_UNSHARE = ("--user", "--map-root-user", "--net", "--mount", "--")
+
+
+def run_sandbox(
+    path: str | os.PathLike[str],
+    loader: str | None = None,
+    *,
+    timeout: float = 120.0,
+    memory_mb: int = 2048,
+    fsize_mb: int = 64,
+    isolation: bool = True,
+    keep_going: bool = False,
+) -> SandboxReport:
+    """Load ``path`` with ``loader`` (picked from the file when ``None``) in an isolated child; what it did.
+
+    ``timeout`` is the wall-clock limit (the CPU limit is the same number of seconds), ``memory_mb`` the address
+    space the load may add, ``fsize_mb`` the largest file (and the private tmpfs) it may write. ``isolation=False``
+    skips the namespaces (the resource limits and the audit hooks stay). ``keep_going`` records every event instead
+    of stopping at the first dangerous one: the isolation alone then contains the payload.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"{p}: {size} bytes, more than the {MAX_FILE_BYTES} byte limit")
+    if timeout <= 0 or memory_mb <= 0 or fsize_mb <= 0:
+        raise InputError("timeout, memory and file-size limits must be positive")
+    ld = get_loader(loader) if loader else pick_loader(p)
+    if not ld.available():
+        raise InputError(f"loader {ld.name} needs {', '.join(ld.requires)}, which is not installed")
+
+    iso: list[Isolation] = []
+    prefix: list[str] = []
+    parent_ns = ""
+    if isolation:
+        why = namespaces_available()
+        if why:
+            iso.append(Isolation("namespaces", False, why))
+        else:
+            prefix = [str(shutil.which("unshare")), *_UNSHARE]
+            parent_ns = _namespace_ids()
+    else:
+        iso.append(Isolation("namespaces", False, "disabled (--no-isolation)"))
+    if keep_going and not parent_ns:
+        raise InputError("--keep-going lets a payload run on: it needs the namespace isolation, not in force here")
+    iso.append(Isolation("wall-clock timeout", True, f"{timeout:g} s, then the process group is killed"))
+    iso.append(Isolation("clean environment", True, "only PATH, HOME, TMPDIR, LANG; python -I"))
+
+    tmp = tempfile.mkdtemp(prefix="dlsec-sandbox-")
+    r, w = os.pipe()
+    cmd = [
+        *prefix, sys.executable, "-I", CHILD, "--fd", str(w), "--file", str(p.resolve()), "--loader", ld.name,
+        "--tmp", tmp, "--memory-mb", str(memory_mb), "--cpu-s", str(max(1, int(timeout))),
+        "--fsize-mb", str(fsize_mb), "--parent-ns", parent_ns, "--parent-uid", str(os.getuid()),
+    ]  # fmt: skip
+    if keep_going:
+        cmd.append("--keep-going")
+    env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
+    t0 = time.perf_counter()
+    timed_out = False
+    try:
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(w,), cwd=tmp, env=env,
+                    start_new_session=True,
+                )  # fmt: skip
+            finally:
+                os.close(w)
+            try:
+                data, timed_out = _read(r, proc, t0 + timeout)
+            finally:
+                _kill_group(proc)
+                proc.wait()
+            out.seek(0, os.SEEK_END)
+            out.seek(max(0, out.tell() - MAX_OUTPUT_BYTES))
+            tail = out.read().decode(errors="replace")
+    finally:
+        os.close(r)
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    return _report(str(p), ld.name, data, proc.returncode, timed_out, tail, iso, seconds, keep_going)
+
+
+def _read(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bool]:
+    """The child's messages until end of file or the deadline (then ``timed_out``); bounded."""
+    chunks: list[bytes] = []
+    total = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return b"".join(chunks), True
+            if not sel.select(min(left, 0.5)):
+                if proc.poll() is not None and not sel.select(0):
+                    # the child is gone but a process it started holds the pipe: that is the end too
+                    return b"".join(chunks), False
+                continue
+            block = os.read(fd, 65536)
+            if not block:
+                return b"".join(chunks), False
+            if total < MAX_CHANNEL_BYTES:
+                chunks.append(block[: MAX_CHANNEL_BYTES - total])
+            total += len(block)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (it leads a session of its own): nothing it started survives."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _report(
+    path: str, loader: str, data: bytes, status: int | None, timed_out: bool, tail: str, iso: list[Isolation],
+    seconds: float, keep_going: bool,
+) -> SandboxReport:  # fmt: skip
+    events: list[SandboxEvent] = []
+    blocked: SandboxEvent | None = None
+    done, error, loaded, dropped = False, "", "", 0
+    for line in data.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue  # a cut last line (the channel bound), or junk a payload wrote
+        if not isinstance(msg, dict):
+            continue
+        t = msg.get("t")
+        if t == "event":
+            events.append(SandboxEvent(str(msg.get("kind", "")), str(msg.get("name", "")),
+                                       str(msg.get("detail", "")), bool(msg.get("dangerous"))))  # fmt: skip
+        elif t == "isolation":
+            iso += [Isolation(str(i.get("name")), bool(i.get("in_force")), str(i.get("detail", "")))
+                    for i in msg.get("items", []) if isinstance(i, dict)]  # fmt: skip
+        elif t == "blocked" and events and not keep_going:
+            blocked = events[-1]
+        elif t == "hook-error":  # the hook failed on an event: it may have missed one, so never clean
+            events.append(SandboxEvent("other", "hook-error", str(msg.get("error", ""))[:300], False))
+            error = error or "the audit hook failed on an event (see events)"
+        elif t == "done":
+            done, loaded = True, str(msg.get("loaded", ""))
+        elif t == "error":
+            error = f"{msg.get('stage', '')} failed: {msg.get('error', '')}"
+            if "MemoryError" in error:
+                error += " (the address-space limit: raise --memory-mb)"
+        if t in ("blocked", "done", "error"):
+            dropped = int(msg.get("dropped", 0) or 0)
+    if status == -signal.SIGSYS and any(i.name.startswith("seccomp") and i.in_force for i in iso):
+        # only the seccomp filter sends SIGSYS (a payload's own os.kill is an audit event, stopped before)
+        blocked = SandboxEvent("process", "seccomp", "the kernel filter killed the child at fork, exec or clone "
+                               "(a process started without an audit event)", True)  # fmt: skip
+        events.append(blocked)
+        error = ""
+    elif status is not None and status < 0:
+        why = "timed out" if timed_out else f"killed by signal {signal.Signals(-status).name}"
+        error = f"{why}" + (f" ({error})" if error else "")
+    elif timed_out:
+        error = "timed out"
+    elif not done and not error and blocked is None:
+        last = [ln for ln in tail.strip().splitlines() if ln.strip()]
+        error = f"child ended with status {status} without a report" + (f": {last[-1][:200]}" if last else "")
+    dangerous = any(e.dangerous for e in events)
+    if dangerous:
+        verdict = "dangerous"
+    elif done and status == 0 and not error:
+        verdict = "clean"
+    else:
+        verdict = "error"
+    return SandboxReport(
+        path=path, loader=loader, verdict=verdict, events=tuple(events), blocked=blocked, isolation=tuple(iso),
+        exit_status=status, error=error, seconds=round(seconds, 3), events_dropped=dropped, loaded=loaded,
+    )  # fmt: skip
