@@ -419,7 +419,13 @@ def verify(
         one_file = [n for n, _ in signed.resources] == ["."]
         if one_file and not p.is_file():
             raise VerificationError(f"{where} covers a single file, {p} is not one")
-        want_tensors = bool(signed.tensors)
-        actual = build_manifest(p, ignore_paths=signed.ignore_paths, tensors=want_tensors, exclude=[sig_path])
+        actual = build_manifest(p, ignore_paths=signed.ignore_paths, tensors=False, exclude=[sig_path])
+        if actual.resources != signed.resources and signed.tensors:  # which tensors changed, for the message
+            root = p if p.is_dir() else p.parent
+            changed: dict[str, dict[str, str]] = {}
+            for name, digest in actual.resources:
+                if name in signed.tensors and dict(signed.resources).get(name) != digest:
+                    changed[name] = hash_file(p if name == "." else root / name)[1]
+            actual = Manifest(actual.name, actual.resources, actual.ignore_paths, changed)
     _compare(signed, actual, where)
     return Verified(signed, key_hint(public), len(signed.resources))
