@@ -116,12 +116,17 @@ def main() -> None:
     )
     ops: dict[str, tuple[str, str]] = {
         "baseline: python + dlsec.protect imported": (imp_dlsec, "pass"),
+        "floor: read + SHA-256 of the file (hashlib, 1 MiB blocks)": (
+            "import hashlib",
+            f"h = hashlib.sha256(); f = open('{w}/model.safetensors', 'rb', buffering=0); b = bytearray(1 << 20)\n"
+            "while (n := f.readinto(b)): h.update(memoryview(b)[:n])",
+        ),
         "dlsec encrypt+sign (Ed25519)": (
-            imp_dlsec,
+            f"{imp_dlsec}; import os; os.path.exists('{w}/model.enc') and os.unlink('{w}/model.enc')",
             f"encrypt_file('{w}/model.safetensors', '{w}/model.enc', [KeyFile('{w}/team.kek')], sign_key=load_private_key('{w}/ed.pem'))",
         ),
         "dlsec decrypt+verify (Ed25519)": (
-            imp_dlsec,
+            f"{imp_dlsec}; import os; os.path.exists('{w}/model.dec') and os.unlink('{w}/model.dec')",
             f"verify('{w}/model.enc', load_public_key('{w}/ed.pem.pub')); decrypt_file('{w}/model.enc', '{w}/model.dec', [KeyFile('{w}/team.kek')])",
         ),
         "dlsec sign plaintext (file + per-tensor digests)": (
@@ -153,6 +158,7 @@ def main() -> None:
             "pass",
         ),
         "tensorizer serialize + encrypt (from tensors in memory)": (
+            f"import os; os.path.exists('{w}/model.tensors') and os.unlink('{w}/model.tensors'); "
             "from tensorizer import TensorSerializer, EncryptionParams; from safetensors.torch import load_file; "
             f"sd = load_file('{w}/model.safetensors'); enc = EncryptionParams.random(); "
             f"open('{w}/tz.key', 'wb').write(enc.key)",

@@ -130,3 +130,12 @@ def test_directory_signature_is_not_a_file_signature(tmp_path, st_file, ed25519)
     sign(tmp_path, ed25519, tmp_path.parent / "dir.sig")
     with pytest.raises(VerificationError, match="covers a folder"):
         dlsec.load(st_file, verify_key=ed25519.public_key(), signature=tmp_path.parent / "dir.sig")
+
+
+def test_fifo_is_never_opened(tmp_path, kek):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        dlsec.load(fifo, allow_unsigned=True)
+    with pytest.raises(InputError, match="not a regular file"):
+        encrypt_file(fifo, tmp_path / "out", [kek])

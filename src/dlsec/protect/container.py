@@ -367,8 +367,11 @@ class _TableCheck:
             raise VerificationError(f"{self.name}: the tensor table bound at encryption is missing")
 
 
-def _open_input(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
+def open_input(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
+    """An open file and its size; a missing file, a folder or an unreadable file is one clear :class:`InputError`."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():
+        raise InputError(f"{p} is not a regular file (a FIFO or device is never opened)")
     try:
         f = open(p, "rb")  # noqa: SIM115 - returned to the caller, closed there
     except FileNotFoundError:
@@ -409,7 +412,7 @@ def encrypt_file(
     chunk_size: int = DEFAULT_CHUNK,
 ) -> tuple[Header, str]:  # fmt: skip
     """Encrypt file ``src`` to ``dst`` (written atomically); returns the header and the SHA-256 of ``dst``."""
-    fin, size = _open_input(src)
+    fin, size = open_input(src)
     out = _AtomicOutput(dst)
     h = hashlib.sha256()
     try:
@@ -426,7 +429,7 @@ def decrypt_file(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: Sequence[KeySource]
 ) -> Header:
     """Decrypt ``src`` to ``dst`` (mode 0600, written atomically: nothing is left behind if any check fails)."""
-    fin, _ = _open_input(src)
+    fin, _ = open_input(src)
     out = _AtomicOutput(dst, mode=0o600)
     try:
         with fin:
@@ -459,7 +462,7 @@ def rewrap_file(
     """
     if not new:
         raise InputError("rewrap needs a new key")
-    fin, _ = _open_input(path)
+    fin, _ = open_input(path)
     with fin:
         header = read_header(fin, str(path))
         dek = _unwrap(header, old, str(path))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dlsec.errors import DlsecError, InputError, VerificationError
-from dlsec.protect.container import decrypt_bytes, is_encrypted, sniff_format
+from dlsec.protect.container import decrypt_bytes, is_encrypted, open_input, sniff_format
 from dlsec.protect.keys import KeyFile, KeySource, load_public_key
 
 MAX_LOAD_BYTES = 64 << 30
@@ -56,24 +56,13 @@ def _public(verify_key: Any) -> Any:
 def read_bounded(path: str | os.PathLike[str], limit: int = MAX_LOAD_BYTES) -> bytes:
     """A whole file, refusing one over ``limit`` bytes or one that is not a regular file."""
     p = Path(path)
-    try:
-        if p.exists() and not p.is_dir() and not p.is_file():
-            raise InputError(f"{p} is not a regular file")
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise InputError(f"{p} is {size} bytes, over the {limit}-byte limit")
-            data = f.read(size)
-            if f.read(1):
-                raise InputError(f"{p} grew while it was read")
-    except FileNotFoundError:
-        raise InputError(f"{p} not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{p} is a directory; give a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if len(data) != size:
-        raise InputError(f"{p} shrank while it was read")
+    f, size = open_input(p)
+    with f:
+        if size > limit:
+            raise InputError(f"{p} is {size} bytes, over the {limit}-byte limit")
+        data = f.read(size)
+        if len(data) != size or f.read(1):
+            raise InputError(f"{p} changed size while it was read")
     return data
 
 
