@@ -36,7 +36,7 @@ def test_cli_end_to_end(tmp_path, st_file, capsys, monkeypatch):
     assert code == 2 and "nope.kek not found" in err
 
     monkeypatch.setenv("PW", "a long passphrase")
-    code, out, _ = run(capsys, "protect", "rewrap", enc, "--key-file", k, "--new-passphrase-env", "PW", "--sign-key", s)
+    code, out, _ = run(capsys, "protect", "rewrap", enc, "--key-file", k, "--new-passphrase-env", "PW", "--sign-key", s, "--verify-key", s + ".pub")
     assert code == 0 and "untouched" in out
     monkeypatch.setenv("PW2", "not the passphrase")
     code, _, err = run(capsys, "protect", "decrypt", enc, "-o", dec + "3", "--passphrase-env", "PW2", "--verify-key", s + ".pub")

@@ -55,12 +55,12 @@ def _sources(kw: dict[str, Any], prefix: str = "", *, confirm: bool = False) -> 
             raise InputError(f"environment variable {name} is not set")
         phrases.append(os.environ[name])
     if path := kw.pop(f"{d}passphrase_file"):
+        from dlsec.protect.keys import read_small
+
         try:
-            text = Path(path).read_text(encoding="utf-8")[:4096]
-        except FileNotFoundError:
-            raise InputError(f"passphrase file {path} not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read passphrase file {path}: {exc}") from None
+            text = read_small(path, "passphrase file", 4096).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"passphrase file {path} is not UTF-8 text") from None
         phrases.append(text.splitlines()[0] if text else "")
     if kw.pop(f"{d}ask_passphrase"):
         label = "New passphrase" if prefix else "Passphrase"
@@ -134,15 +134,20 @@ def _verify(path: str, verify_key: str, signature: str | None) -> str:
 @click.option("--signature", type=click.Path(dir_okay=False), help="signature path (default SRC.sig)")
 @click.option("--no-verify", is_flag=True, help="decrypt an unsigned file (integrity still comes from AES-GCM)")
 def decrypt_cmd(src: str, out: str, verify_key: str | None, signature: str | None, no_verify: bool, **kw: Any) -> None:
-    """Verify the signature, then decrypt (every chunk authenticated; nothing is written if a check fails)."""
-    from dlsec.protect import decrypt_file
+    """Check the signature, then decrypt; the output appears only if every chunk authenticates and the bytes read
+    are the bytes signed (one read: nothing swapped in after the check is decrypted)."""
+    from dlsec.protect import decrypt_file, load_public_key
+    from dlsec.protect.signing import signed_file_digest
 
+    digest = None
     if verify_key:
-        click.echo(_verify(src, verify_key, signature))
+        digest = signed_file_digest(src, load_public_key(verify_key), signature)
     elif not no_verify:
         raise InputError("decrypt: give --verify-key PUB (or --no-verify for an unsigned file)")
     sources = _need(_sources(kw), "decrypt needs a key")
-    header = decrypt_file(src, out, sources)
+    header = decrypt_file(src, out, sources, expect_sha256=digest)
+    if digest:
+        click.echo(f"signature ok: {src} is the file signed")
     click.echo(f"decrypted {src} -> {out}: {header.size} bytes, all {header.chunks} chunks authenticated")
 
 
@@ -175,18 +180,23 @@ def verify_cmd(path: str, key_path: str, signature: str | None) -> None:
 @_key_options()
 @_key_options("new-")
 @click.option("--keep-old", is_flag=True, help="add the new key(s) and keep the old wraps")
-@click.option("--sign-key", type=click.Path(dir_okay=False), help="re-sign the file (its header changes)")
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="re-sign the file (its header changes); needs --verify-key")
+@click.option("--verify-key", type=click.Path(dir_okay=False), help="public key: the file must match its signature before it is rewrapped")
 @click.option("--signature", type=click.Path(dir_okay=False), help="signature path (default PATH.sig)")
-def rewrap_cmd(path: str, keep_old: bool, sign_key: str | None, signature: str | None, **kw: Any) -> None:
+def rewrap_cmd(path: str, keep_old: bool, sign_key: str | None, verify_key: str | None, signature: str | None, **kw: Any) -> None:
     """Change the key(s) a file is wrapped for, in place, without re-encrypting its data."""
-    from dlsec.protect import load_private_key, rewrap_file, sign
+    from dlsec.protect import load_private_key, load_public_key, rewrap_file, sign
+    from dlsec.protect.signing import signed_file_digest
 
     old = _need(_sources(kw), "rewrap needs the current key")
     new = _sources(kw, "new-", confirm=True)
     if not new:
         raise InputError("rewrap needs a new key: --new-key-file, --new-key-env, --new-passphrase-env, ...")
+    if sign_key and not verify_key:
+        raise InputError("rewrap --sign-key re-signs the file: give --verify-key so its current signature is checked first")
     private = load_private_key(sign_key) if sign_key else None
-    header = rewrap_file(path, old, new, keep=keep_old)
+    digest = signed_file_digest(path, load_public_key(verify_key), signature) if verify_key else None
+    header = rewrap_file(path, old, new, keep=keep_old, expect_sha256=digest)
     click.echo(f"rewrapped {path}: keys {', '.join(header.key_ids())}; {header.chunks} chunks untouched")
     if private is not None:
         click.echo(f"signed: {sign(path, private, signature)}")

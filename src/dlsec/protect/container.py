@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dlsec.errors import InputError, KeyMismatchError, VerificationError
-from dlsec.protect.keys import KeySource, strict_hex
+from dlsec.protect.keys import MAX_PASSPHRASE_TRIES, KeySource, strict_hex
 
 MAGIC = b"DLSECENC"
 VERSION = 1
@@ -87,8 +87,8 @@ def tensor_table_digest(header: bytes) -> str:
     """SHA-256 of a safetensors header's canonical JSON (names, dtypes, shapes, offsets, ``__metadata__``)."""
     try:
         table = json.loads(header, object_pairs_hook=_no_duplicates)
-    except ValueError as exc:
-        raise InputError(f"the safetensors header is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"the safetensors header is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(table, dict):
         raise InputError("the safetensors header is not a JSON object")
     return hashlib.sha256(_canonical(table)).hexdigest()
@@ -142,10 +142,14 @@ class Header:
 
 
 def _encode_header(meta: dict[str, Any], meta_mac: str, wraps: Sequence[dict[str, Any]]) -> bytes:
+    if not 1 <= len(wraps) <= MAX_WRAPS:
+        raise InputError(f"a file holds 1 to {MAX_WRAPS} key wraps, not {len(wraps)}")
     body = json.dumps({"meta": meta, "meta_mac": meta_mac, "wraps": list(wraps)}, sort_keys=True).encode()
     if len(body) > MAX_HEADER:
         raise InputError("too many key wraps: the header would exceed its size limit")
-    return MAGIC + struct.pack(">I", len(body)) + body
+    out = MAGIC + struct.pack(">I", len(body)) + body
+    read_header(io.BytesIO(out), "the new header")  # what is written must read back
+    return out
 
 
 def is_encrypted(head: bytes) -> bool:
@@ -167,12 +171,12 @@ def read_header(f: IO[bytes], name: str = "file") -> Header:
     try:
         doc = json.loads(body, object_pairs_hook=_no_duplicates)
         meta, mac, wraps = doc["meta"], doc["meta_mac"], doc["wraps"]
-        if not isinstance(meta, dict) or not isinstance(wraps, list) or not isinstance(mac, str):
+        if not isinstance(meta, dict) or not isinstance(wraps, list) or len(strict_hex(mac)) != 32:
             raise TypeError("layout")
         if not 1 <= len(wraps) <= MAX_WRAPS or not all(isinstance(w, dict) for w in wraps):
             raise TypeError("wraps")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VerificationError(f"{name}: the header is not valid ({exc}): the file was edited") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise VerificationError(f"{name}: the header is not valid ({type(exc).__name__}): the file was edited") from None
     if meta.get("version") != VERSION or meta.get("cipher") != CIPHER:
         raise InputError(f"{name}: format version {meta.get('version')!r} / {meta.get('cipher')!r} is not supported")
     for k in ("size", "chunk_size", "chunks"):
@@ -195,23 +199,24 @@ def _unwrap(header: Header, sources: Sequence[KeySource], name: str) -> bytes:
     context = _context(header.meta, header.meta_digest)
     tried = []
     for source in sources:
-        for entry in header.wraps:
-            if source.matches(entry):
-                try:
-                    return source.unwrap(entry, context)
-                except KeyMismatchError:
-                    tried.append(source.describe())
-                    continue
+        candidates = [e for e in header.wraps if source.matches(e)]
+        if source.kind == "passphrase":
+            candidates = candidates[:MAX_PASSPHRASE_TRIES]  # each try is a memory-hard derivation
+        for entry in candidates:
+            try:
+                return source.unwrap(entry, context)
+            except KeyMismatchError:
+                continue
         tried.append(source.describe())
-    wanted = ", ".join(header.key_ids())
+    wanted = ", ".join(repr(k) for k in header.key_ids()[:8])
     if any(s.kind == "passphrase" for s in sources) and any(w.get("kind") == "passphrase" for w in header.wraps):
         raise KeyMismatchError(f"{name}: wrong passphrase")
     raise KeyMismatchError(f"{name}: wrong key: it is protected for {wanted}; given {', '.join(tried)}")
 
 
 def _check_meta(header: Header, mac_key: bytes, name: str) -> None:
-    want = hmac.new(mac_key, header.meta_digest, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(want, header.meta_mac):
+    want = hmac.new(mac_key, header.meta_digest, hashlib.sha256).digest()
+    if not hmac.compare_digest(want, strict_hex(header.meta_mac)):
         raise VerificationError(f"{name}: the header's metadata failed authentication: it was edited")
 
 
@@ -425,16 +430,47 @@ def encrypt_file(
     return header, h.hexdigest()
 
 
+class _Hashing:
+    """A binary reader that hashes every byte it hands out (so a check covers exactly what was used)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.h = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def readinto(self, b: memoryview) -> int:
+        n = self.f.readinto(b)  # type: ignore[attr-defined]
+        self.h.update(b[:n])
+        return int(n)
+
+
+def _check_digest(reader: _Hashing, expect_sha256: str | None, name: str) -> None:
+    if expect_sha256 is not None and not hmac.compare_digest(reader.h.hexdigest(), expect_sha256):
+        raise VerificationError(f"{name} does not match its signature (the bytes read hash differently)")
+
+
 def decrypt_file(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: Sequence[KeySource]
-) -> Header:
-    """Decrypt ``src`` to ``dst`` (mode 0600, written atomically: nothing is left behind if any check fails)."""
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: Sequence[KeySource], *,
+    expect_sha256: str | None = None,
+) -> Header:  # fmt: skip
+    """Decrypt ``src`` to ``dst`` (mode 0600, written atomically: nothing is left behind if any check fails).
+
+    ``expect_sha256``: the digest a verified signature vouches for (:func:`~dlsec.protect.signing.signed_file_digest`);
+    the file is read once, hashed as it is decrypted, and the output is released only if the bytes read match it,
+    so no file swapped or edited after the signature check can be decrypted in its place.
+    """
     fin, _ = open_input(src)
     out = _AtomicOutput(dst, mode=0o600)
     try:
         with fin:
-            for block in iter_decrypt(fin, keys, str(src)):
+            reader = _Hashing(fin)
+            header = None
+            for block in iter_decrypt(reader, keys, str(src)):  # type: ignore[arg-type]
                 out.f.write(block)
+            _check_digest(reader, expect_sha256, str(src))
             fin.seek(0)
             header = read_header(fin, str(src))
         out.commit()
@@ -453,18 +489,20 @@ def decrypt_bytes(data: bytes, keys: Sequence[KeySource], name: str = "file") ->
 
 
 def rewrap_file(
-    path: str | os.PathLike[str], old: Sequence[KeySource], new: Sequence[KeySource], *, keep: bool = False
+    path: str | os.PathLike[str], old: Sequence[KeySource], new: Sequence[KeySource], *, keep: bool = False,
+    expect_sha256: str | None = None,
 ) -> Header:
     """Replace the key wraps of ``path`` in place (atomically): the chunks are copied, never re-encrypted.
 
     The old key must open the file (and its metadata must authenticate) first. With ``keep`` the old wraps stay and
-    the new ones are added.
+    the new ones are added. ``expect_sha256``: the file must hash to this (a verified signature's digest) as read.
     """
     if not new:
         raise InputError("rewrap needs a new key")
-    fin, _ = open_input(path)
-    with fin:
-        header = read_header(fin, str(path))
+    raw, _ = open_input(path)
+    with raw:
+        fin = _Hashing(raw)
+        header = read_header(fin, str(path))  # type: ignore[arg-type]
         dek = _unwrap(header, old, str(path))
         _, mac_key = _subkeys(dek)
         _check_meta(header, mac_key, str(path))
@@ -475,7 +513,6 @@ def rewrap_file(
         out = _AtomicOutput(path)
         try:
             out.f.write(_encode_header(header.meta, header.meta_mac, wraps))
-            fin.seek(header.data_offset)
             remaining = header.ciphertext_size()
             while remaining:
                 block = fin.read(min(remaining, 8 << 20))
@@ -485,6 +522,7 @@ def rewrap_file(
                 remaining -= len(block)
             if fin.read(1):
                 raise VerificationError(f"{path} has data after its last chunk: it was appended to")
+            _check_digest(fin, expect_sha256, str(path))
             out.commit()
         except BaseException:
             out.abort()

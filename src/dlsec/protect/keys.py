@@ -36,7 +36,8 @@ MAX_KEY_FILE = 64 << 10
 
 # Argon2id cost: RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes). Bounds on what a file may ask for.
 ARGON2_DEFAULT = {"memory_kib": 64 * 1024, "iterations": 3, "lanes": 4}
-ARGON2_MAX = {"memory_kib": 1024 * 1024, "iterations": 16, "lanes": 16}
+ARGON2_MAX = {"memory_kib": 256 * 1024, "iterations": 8, "lanes": 8}  # at most 4x the default
+MAX_PASSPHRASE_TRIES = 4  # passphrase wraps tried per file: a crafted header cannot ask for more derivations
 ARGON2_MIN = {"memory_kib": 8 * 1024, "iterations": 1, "lanes": 1}
 
 
@@ -182,18 +183,9 @@ def KeyFile(path: str | os.PathLike[str]) -> RawKey:  # noqa: N802 - reads like 
     """The key in a key file written by :func:`write_key_file`."""
     p = Path(path)
     try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{p}: not a regular file")
-        if st.st_size > MAX_KEY_FILE:
-            raise InputError(f"{p}: too large to be a key file")
-        text = p.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise InputError(f"key file {p} not found") from None
+        text = read_small(p, "key file").decode("ascii")
     except UnicodeDecodeError:
         raise InputError(f"{p}: not a dlsec key file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read key file {p}: {exc.strerror or exc}") from None
     return RawKey(_decode_key(text, str(p)), origin=str(p))
 
 
@@ -255,8 +247,10 @@ class Passphrase:
         _check_cost(cost, from_file=True)
         try:
             salt = strict_hex(kdf.get("salt"))
+            if len(salt) != 16:
+                raise ValueError("salt length")
         except ValueError:
-            raise VerificationError("the passphrase entry's salt is not hex: header edited") from None
+            raise VerificationError("the passphrase entry's salt is not 16 bytes of hex: header edited") from None
         kek = self._derive(salt, cost)  # type: ignore[arg-type]
         if key_id(kek) != entry.get("key_id"):
             raise KeyMismatchError("wrong passphrase")
@@ -389,16 +383,26 @@ def public_pem(public: Any) -> bytes:
     return bytes(public.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo))
 
 
-def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
+def read_small(path: str | os.PathLike[str], what: str, limit: int = MAX_KEY_FILE) -> bytes:
+    """A small regular file (a key, a passphrase, a signature), read with a bound; devices and FIFOs refused."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_KEY_FILE:
-            raise InputError(f"{p}: too large to be a {what}")
-        return p.read_bytes()
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{what} {p} is not a regular file")
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise InputError(f"{what} {p} not found") from None
     except OSError as exc:
         raise InputError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InputError(f"{what} {p} is over {limit} bytes")
+    return data
+
+
+def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
+    return read_small(path, what)
 
 
 def _check_signing_type(key: Any, origin: str) -> Any:

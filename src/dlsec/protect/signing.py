@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlsec.errors import InputError, VerificationError
-from dlsec.protect.keys import public_pem
+from dlsec.protect.keys import public_pem, read_small
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -95,6 +95,7 @@ def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
 def default_signature_path(path: str | os.PathLike[str]) -> Path:
     """``model.safetensors`` -> ``model.safetensors.sig``; a folder ``m/`` -> ``m.sig`` beside it."""
     p = Path(path)
+    p = p if p.name else p.resolve()  # "." has no name of its own
     return p.with_name(p.name + ".sig")
 
 
@@ -110,7 +111,7 @@ def _safetensors_layout(head: bytes, size: int) -> list[tuple[str, int, int]] | 
         return None
     try:
         table = json.loads(head[8 : 8 + n])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     out = []
     if not isinstance(table, dict):
@@ -120,8 +121,9 @@ def _safetensors_layout(head: bytes, size: int) -> list[tuple[str, int, int]] | 
             continue
         try:
             a, b = info["data_offsets"]
-            a, b = int(a), int(b)
         except (TypeError, KeyError, ValueError):
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b)):
             return None
         if not 0 <= a <= b or 8 + n + b > size:
             return None
@@ -186,7 +188,10 @@ def _walk(root: Path, ignore: Iterable[str], exclude: set[Path]) -> list[tuple[s
     for dirpath, dirs, names in os.walk(root, followlinks=False):
         d = Path(dirpath)
         rel_dir = PurePosixPath(d.relative_to(root).as_posix())
-        dirs[:] = sorted(x for x in dirs if (rel_dir / x) not in ignored and not (d / x).is_symlink())
+        for x in dirs:
+            if (rel_dir / x) not in ignored and (d / x).is_symlink():
+                raise InputError(f"{d / x} is a symbolic link: signatures do not follow links (allow_symlinks is false)")
+        dirs[:] = sorted(x for x in dirs if (rel_dir / x) not in ignored)
         for x in sorted(names):
             p = d / x
             rel = rel_dir / x
@@ -303,15 +308,13 @@ def sign(
 def read_bundle(signature: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a signature file (size bounded); an unreadable one is a failed verification, not a crash."""
     p = Path(signature)
+    if not p.exists():
+        raise VerificationError(f"unsigned: no signature file {p}")
     try:
-        if p.stat().st_size > MAX_SIGNATURE:
-            raise VerificationError(f"signature {p} is over {MAX_SIGNATURE >> 20} MB")
-        doc = json.loads(p.read_bytes())
-    except FileNotFoundError:
-        raise VerificationError(f"unsigned: no signature file {p}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read signature {p}: {exc.strerror or exc}") from None
-    except ValueError:
+        doc = json.loads(read_small(p, "signature", MAX_SIGNATURE))
+    except InputError as exc:
+        raise VerificationError(str(exc)) from None
+    except (ValueError, RecursionError):
         raise VerificationError(f"signature {p} is not valid JSON") from None
     if not isinstance(doc, dict):
         raise VerificationError(f"signature {p} is not a Sigstore bundle")
@@ -329,14 +332,18 @@ def open_bundle(bundle: dict[str, Any], public: Any, where: str = "signature") -
         raise VerificationError(f"{where} is not a DSSE-signed Sigstore bundle") from None
     if payload_type != PAYLOAD_TYPE:
         raise VerificationError(f"{where}: payload type {payload_type!r} is not an in-toto statement")
-    hint = (bundle.get("verificationMaterial") or {}).get("publicKey", {}).get("hint")
+    material = bundle.get("verificationMaterial")
+    public_key = material.get("publicKey") if isinstance(material, dict) else None
+    hint = public_key.get("hint") if isinstance(public_key, dict) else None
+    if material is not None and not isinstance(material, dict) or hint is not None and not isinstance(hint, str):
+        raise VerificationError(f"{where}: malformed verification material")
     if hint and hint != key_hint(public):
-        raise VerificationError(f"{where} was made with another key (key hint {hint[:16]}...)")
+        raise VerificationError(f"{where} was made with another key (key hint {hint[:16]!r}...)")
     if not any(_check_signature(public, s, pae(payload)) for s in sigs):
         raise VerificationError(f"{where}: the signature does not verify with this key (manifest edited or other key)")
     try:
         statement = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise VerificationError(f"{where}: the signed payload is not JSON") from None
     if not isinstance(statement, dict) or statement.get("predicateType") != PREDICATE_TYPE:
         raise VerificationError(f"{where}: not a model-signing v1.0 statement")
@@ -392,6 +399,22 @@ def _compare(signed: Manifest, actual: Manifest, where: str) -> None:
     raise VerificationError(f"{where}: the model does not match its signature ({'; '.join(parts)})")
 
 
+def signed_file_digest(
+    path: str | os.PathLike[str], public: Any, signature: str | os.PathLike[str] | None = None
+) -> str:
+    """Check the signature of a single file (its bundle and key) and return the SHA-256 it vouches for.
+
+    The caller compares it with the digest of exactly the bytes it goes on to use (one read, no window between
+    the check and the use); :func:`dlsec.protect.container.decrypt_file` does so before anything is released.
+    """
+    sig_path = Path(signature) if signature is not None else default_signature_path(path)
+    where = f"signature {sig_path}"
+    signed = manifest_from_statement(open_bundle(read_bundle(sig_path), public, where), where)
+    if [n for n, _ in signed.resources] != ["."]:
+        raise VerificationError(f"{where} covers a folder, not the single file {Path(path).name}")
+    return signed.resources[0][1]
+
+
 def verify(
     path: str | os.PathLike[str], public: Any, signature: str | os.PathLike[str] | None = None, *,
     data: bytes | None = None,
@@ -419,7 +442,12 @@ def verify(
         one_file = [n for n, _ in signed.resources] == ["."]
         if one_file and not p.is_file():
             raise VerificationError(f"{where} covers a single file, {p} is not one")
-        actual = build_manifest(p, ignore_paths=signed.ignore_paths, tensors=False, exclude=[sig_path])
+        try:
+            actual = build_manifest(p, ignore_paths=signed.ignore_paths, tensors=False, exclude=[sig_path])
+        except InputError as exc:
+            if "symbolic link" in str(exc):
+                raise VerificationError(f"{where}: {exc}") from None
+            raise
         if actual.resources != signed.resources and signed.tensors:  # which tensors changed, for the message
             root = p if p.is_dir() else p.parent
             changed: dict[str, dict[str, str]] = {}
