@@ -111,6 +111,7 @@ def main() -> None:
     w = str(work)
     imp_dlsec = (
         "from dlsec.protect import KeyFile, encrypt_file, decrypt_file, sign, verify, load_private_key, load_public_key; "
+        "from dlsec.protect.signing import signed_file_digest; "
         "import hashlib, cryptography.hazmat.primitives.ciphers.aead, cryptography.hazmat.primitives.serialization, "
         "cryptography.hazmat.primitives.kdf.hkdf"
     )
@@ -125,9 +126,10 @@ def main() -> None:
             f"{imp_dlsec}; import os; os.path.exists('{w}/model.enc') and os.unlink('{w}/model.enc')",
             f"encrypt_file('{w}/model.safetensors', '{w}/model.enc', [KeyFile('{w}/team.kek')], sign_key=load_private_key('{w}/ed.pem'))",
         ),
-        "dlsec decrypt+verify (Ed25519)": (
+        "dlsec decrypt+verify (Ed25519; the CLI's path: signature checked, one read hashed while decrypting)": (
             f"{imp_dlsec}; import os; os.path.exists('{w}/model.dec') and os.unlink('{w}/model.dec')",
-            f"verify('{w}/model.enc', load_public_key('{w}/ed.pem.pub')); decrypt_file('{w}/model.enc', '{w}/model.dec', [KeyFile('{w}/team.kek')])",
+            f"d = signed_file_digest('{w}/model.enc', load_public_key('{w}/ed.pem.pub')); "
+            f"decrypt_file('{w}/model.enc', '{w}/model.dec', [KeyFile('{w}/team.kek')], expect_sha256=d)",
         ),
         "dlsec sign plaintext (file + per-tensor digests)": (
             imp_dlsec, f"sign('{w}/model.safetensors', load_private_key('{w}/ed.pem'), '{w}/plain.sig')",
