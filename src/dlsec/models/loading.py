@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import sys
@@ -168,13 +169,33 @@ def weights_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
         raise ModelError(f"{name} is not a valid safetensors file: {_first_line(exc)}") from exc
 
 
-def torch_load_bytes(data: bytes, name: str, map_location: object = "cpu") -> object:
-    """``torch.load(weights_only=True)`` of a checkpoint held in memory (the caller has scanned it)."""
-    import io
+def weights_from_file(f: IO[bytes], name: str) -> dict[str, torch.Tensor]:
+    """A state dict from an open safetensors file (an in-memory ``memfd``, say), validated by the library.
+
+    A real file descriptor is opened by the library itself (memory-mapped, no extra copy); anything else is read.
+    """
+    from safetensors import safe_open
 
     try:
+        fd = f.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        fd = -1
+    if fd < 0 or not os.path.exists(f"/proc/self/fd/{fd}"):
+        f.seek(0)
+        return weights_from_bytes(f.read(), name)
+    try:
+        with safe_open(f"/proc/self/fd/{fd}", framework="pt", device="cpu") as st:  # type: ignore[no-untyped-call]
+            return {k: st.get_tensor(k) for k in st.keys()}  # noqa: SIM118 - safe_open has keys(), no iteration
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"{name} is not a valid safetensors file: {_first_line(exc)}") from exc
+
+
+def torch_load_file(f: IO[bytes], name: str, map_location: object = "cpu") -> object:
+    """``torch.load(weights_only=True)`` of an open checkpoint (the caller has scanned it)."""
+    f.seek(0)
+    try:
         with _weights_only_loads():
-            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)  # type: ignore[arg-type]
+            return torch.load(f, map_location=map_location, weights_only=True)  # type: ignore[arg-type]
     except Exception as exc:  # torch raises many types for a bad archive
         raise ModelError(f"cannot load {name} with weights_only=True: {_first_line(exc)}") from exc
 

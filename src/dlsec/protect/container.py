@@ -378,7 +378,7 @@ def open_input(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
     if p.exists() and not p.is_dir() and not p.is_file():
         raise InputError(f"{p} is not a regular file (a FIFO or device is never opened)")
     try:
-        f = open(p, "rb")  # noqa: SIM115 - returned to the caller, closed there
+        f = open(p, "rb", buffering=0)  # noqa: SIM115 - returned to the caller, closed there; unbuffered: chunk reads go straight to the kernel
     except FileNotFoundError:
         raise InputError(f"{p} not found") from None
     except IsADirectoryError:
@@ -430,7 +430,7 @@ def encrypt_file(
     return header, h.hexdigest()
 
 
-class _Hashing:
+class HashingReader:
     """A binary reader that hashes every byte it hands out (so a check covers exactly what was used)."""
 
     def __init__(self, f: IO[bytes]) -> None:
@@ -447,9 +447,23 @@ class _Hashing:
         return int(n)
 
 
-def _check_digest(reader: _Hashing, expect_sha256: str | None, name: str) -> None:
+def check_digest(reader: HashingReader, expect_sha256: str | None, name: str) -> None:
+    """Raise :class:`VerificationError` unless the bytes ``reader`` handed out hash to ``expect_sha256`` (if given)."""
     if expect_sha256 is not None and not hmac.compare_digest(reader.h.hexdigest(), expect_sha256):
         raise VerificationError(f"{name} does not match its signature (the bytes read hash differently)")
+
+
+def signature_first(reader: HashingReader, expect_sha256: str | None, name: str, exc: BaseException) -> None:
+    """After a failed chunk: if a signature is expected and the file does not match it, say that instead.
+
+    The signature is the first check a reader asked for; a tampered signed file is reported as not matching its
+    signature, not as whichever chunk happened to fail first.
+    """
+    if expect_sha256 is None:
+        return
+    while reader.read(8 << 20):
+        pass
+    check_digest(reader, expect_sha256, name)
 
 
 def decrypt_file(
@@ -466,11 +480,15 @@ def decrypt_file(
     out = _AtomicOutput(dst, mode=0o600)
     try:
         with fin:
-            reader = _Hashing(fin)
+            reader = HashingReader(fin)
             header = None
-            for block in iter_decrypt(reader, keys, str(src)):  # type: ignore[arg-type]
-                out.f.write(block)
-            _check_digest(reader, expect_sha256, str(src))
+            try:
+                for block in iter_decrypt(reader, keys, str(src)):  # type: ignore[arg-type]
+                    out.f.write(block)
+            except VerificationError as exc:
+                signature_first(reader, expect_sha256, str(src), exc)
+                raise
+            check_digest(reader, expect_sha256, str(src))
             fin.seek(0)
             header = read_header(fin, str(src))
         out.commit()
@@ -501,7 +519,7 @@ def rewrap_file(
         raise InputError("rewrap needs a new key")
     raw, _ = open_input(path)
     with raw:
-        fin = _Hashing(raw)
+        fin = HashingReader(raw)
         header = read_header(fin, str(path))  # type: ignore[arg-type]
         dek = _unwrap(header, old, str(path))
         _, mac_key = _subkeys(dek)
@@ -522,7 +540,7 @@ def rewrap_file(
                 remaining -= len(block)
             if fin.read(1):
                 raise VerificationError(f"{path} has data after its last chunk: it was appended to")
-            _check_digest(fin, expect_sha256, str(path))
+            check_digest(fin, expect_sha256, str(path))
             out.commit()
         except BaseException:
             out.abort()

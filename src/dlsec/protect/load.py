@@ -17,11 +17,18 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dlsec.errors import DlsecError, InputError, VerificationError
-from dlsec.protect.container import decrypt_bytes, is_encrypted, open_input, sniff_format
+from dlsec.protect.container import (
+    HashingReader,
+    check_digest,
+    is_encrypted,
+    iter_decrypt,
+    open_input,
+    signature_first,
+    sniff_format,
+)
 from dlsec.protect.keys import KeyFile, KeySource, load_public_key
 
 MAX_LOAD_BYTES = 64 << 30
@@ -53,19 +60,6 @@ def _public(verify_key: Any) -> Any:
     return verify_key
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int = MAX_LOAD_BYTES) -> bytes:
-    """A whole file, refusing one over ``limit`` bytes or one that is not a regular file."""
-    p = Path(path)
-    f, size = open_input(p)
-    with f:
-        if size > limit:
-            raise InputError(f"{p} is {size} bytes, over the {limit}-byte limit")
-        data = f.read(size)
-        if len(data) != size or f.read(1):
-            raise InputError(f"{p} changed size while it was read")
-    return data
-
-
 def load(
     path: str | os.PathLike[str],
     key: Any = None,
@@ -84,41 +78,95 @@ def load(
     ``signature`` or ``<path>.sig``. Returns a ``dict[str, Tensor]`` for safetensors, an ``nn.Module`` for a
     ``torch.export`` archive, and what ``torch.load(weights_only=True)`` returns for an allowed pickle checkpoint.
     """
-    from dlsec.protect.signing import verify
+    from dlsec.protect.signing import signed_file_digest
 
     name = str(path)
-    data = read_bounded(path, max_bytes)
+    digest = None
     if verify_key is not None:
-        verify(path, _public(verify_key), signature, data=data)
+        digest = signed_file_digest(path, _public(verify_key), signature)  # the bundle and key, before any read
     elif not allow_unsigned:
         raise VerificationError(f"{name}: unsigned load refused: pass verify_key (or allow_unsigned=True)")
     sources = _sources(key)
-    if is_encrypted(data[:8]):
-        if not sources:
-            raise InputError(f"{name} is encrypted: pass key (a key file, environment key, passphrase or service)")
-        data = decrypt_bytes(data, sources, name)
-    elif sources:
-        raise VerificationError(f"{name} is not encrypted, but a key was given: refusing a possibly stripped file")
-    return _load_plain(data, name, allow_pickle=allow_pickle, map_location=map_location)
+    f, size = open_input(path)
+    with f:
+        if size > max_bytes:
+            raise InputError(f"{name} is {size} bytes, over the {max_bytes}-byte limit")
+        reader = HashingReader(f)
+        head = reader.read(8)
+        plain = _memory_file(name)
+        try:
+            if is_encrypted(head):
+                if not sources:
+                    raise InputError(f"{name} is encrypted: pass key (a key file, environment key, passphrase or service)")
+                rest = _Prefixed(head, reader)
+                try:
+                    for block in iter_decrypt(rest, sources, name):  # type: ignore[arg-type]
+                        plain.write(block)
+                except VerificationError as exc:
+                    signature_first(reader, digest, name, exc)
+                    raise
+            elif sources:
+                raise VerificationError(f"{name} is not encrypted, but a key was given: refusing a possibly stripped file")
+            else:
+                plain.write(head)
+                while block := reader.read(1 << 20):
+                    plain.write(block)
+            check_digest(reader, digest, name)  # nothing is parsed or loaded before this
+            plain.seek(0)
+            return _load_plain(plain, name, allow_pickle=allow_pickle, map_location=map_location)
+        finally:
+            plain.close()
 
 
-def _load_plain(data: bytes, name: str, *, allow_pickle: bool, map_location: Any) -> Any:
+class _Prefixed:
+    """A reader that hands out ``head`` first, then what ``reader`` gives (the magic was already read)."""
+
+    def __init__(self, head: bytes, reader: HashingReader) -> None:
+        self.head, self.reader = head, reader
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n] if n >= 0 else self.head, self.head[n:] if n >= 0 else b""
+            if n < 0 or len(out) < n:
+                out += self.reader.read(-1 if n < 0 else n - len(out))
+            return out
+        return self.reader.read(n)
+
+    def readinto(self, b: memoryview) -> int:
+        if self.head:
+            data = self.read(len(b))
+            b[: len(data)] = data
+            return len(data)
+        return self.reader.readinto(b)
+
+
+def _memory_file(name: str) -> Any:
+    """Where the plaintext goes: an anonymous in-memory file (``memfd``, never on disk) where the OS has one."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("dlsec-plaintext", getattr(os, "MFD_CLOEXEC", 0))
+        return os.fdopen(fd, "w+b")
+    return io.BytesIO()
+
+
+def _load_plain(f: Any, name: str, *, allow_pickle: bool, map_location: Any) -> Any:
     from dlsec.models import loading
 
-    fmt = sniff_format(data[:16])
+    fmt = sniff_format(f.read(16))
+    f.seek(0)
     if fmt == "safetensors":
-        return loading.weights_from_bytes(data, name)
-    if fmt == "zip" and loading.is_pt2(io.BytesIO(data)):
-        return loading.load_exported(io.BytesIO(data), name)
+        return loading.weights_from_file(f, name)
+    if fmt == "zip" and loading.is_pt2(f):
+        return loading.load_exported(f, name)
     if fmt in ("zip", "pickle"):
         if not allow_pickle:
             raise RefusedFormatError(
                 f"{name} needs pickle to load (a torch.save checkpoint or a pickle): refused; "
                 "convert it to safetensors, or pass allow_pickle=True to load it after a clean scan"
             )
-        from dlsec.scan import scan_bytes
+        from dlsec.scan import scan_open_file
 
-        report = scan_bytes(data, name)
+        report = scan_open_file(f, name)
+        f.seek(0)
         if report.findings or report.errors or not report.scanned:
             what = (
                 report.findings[0].message if report.findings
@@ -126,5 +174,5 @@ def _load_plain(data: bytes, name: str, *, allow_pickle: bool, map_location: Any
                 else "format not recognised by the scanner"
             )  # fmt: skip
             raise RefusedFormatError(f"{name} did not scan clean, refusing to load it: {what}")
-        return loading.torch_load_bytes(data, name, map_location)
+        return loading.torch_load_file(f, name, map_location)
     raise RefusedFormatError(f"{name}: format not recognised (not safetensors, torch.export or a torch checkpoint)")

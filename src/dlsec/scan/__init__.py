@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from dlsec.scan import formats as _formats  # noqa: F401  (registers the tar and GGUF scanners)
 from dlsec.scan import keras as _keras  # noqa: F401  (registers the HDF5 scanner)
@@ -22,7 +23,7 @@ from dlsec.scan.engine import SCANNERS, Limits, scan_file, scan_stream
 from dlsec.scan.results import Finding, ScanError, ScanReport, Severity, Skipped
 
 __all__ = [
-    "SCANNERS", "Finding", "Limits", "ScanError", "ScanReport", "Severity", "Skipped", "scan_bytes", "scan_path",
+    "SCANNERS", "Finding", "Limits", "ScanError", "ScanReport", "Severity", "Skipped", "scan_bytes", "scan_open_file", "scan_path",
 ]  # fmt: skip
 
 
@@ -62,7 +63,13 @@ def scan_bytes(data: bytes, name: str, *, strict: bool = False) -> ScanReport:
     """Scan bytes held in memory (a model decrypted in memory, say) as a file named ``name``."""
     import io
 
-    ctx = scan_stream(io.BytesIO(data), name, strict=strict)
+    return scan_open_file(io.BytesIO(data), name, strict=strict)
+
+
+def scan_open_file(f: BinaryIO, name: str, *, strict: bool = False) -> ScanReport:
+    """Scan an open, seekable binary file (an in-memory file, say) as a file named ``name``."""
+    f.seek(0)
+    ctx = scan_stream(f, name, strict=strict)
     scanned = () if ctx.skipped and not ctx.findings and not ctx.errors else (name,)
     return ScanReport(tuple(ctx.findings), tuple(ctx.errors), tuple(ctx.skipped), scanned)
 
