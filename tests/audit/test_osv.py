@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from packaging.version import Version
 
@@ -127,3 +129,50 @@ def test_severity_sources() -> None:
         ],
     )
     assert parse_record(v4).severity is None  # v4 is not scored here: unknown, not guessed
+
+
+MALFORMED: list[dict[str, Any]] = [
+    {"id": "M-1", "severity": 5, "affected": []},
+    {"id": "M-2", "affected": [{"package": {"ecosystem": "PyPI", "name": "pkg"}, "ranges": 7}]},
+    {"id": "M-3", "affected": "x"},
+    {
+        "id": "M-4",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "pkg"},
+                "ranges": [{"type": "ECOSYSTEM", "events": ["introduced"]}],
+            }
+        ],
+    },
+    {
+        "id": "M-5",
+        "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "pkg"}, "ranges": [{"type": "ECOSYSTEM", "events": 3}]}
+        ],
+    },
+    {"id": "M-6", "affected": [{"package": {"ecosystem": "PyPI", "name": "pkg"}, "versions": "1.0"}]},
+    {"id": "M-7", "affected": [], "references": 1},
+    {"id": "M-8", "affected": [{"package": {"ecosystem": "PyPI", "name": "pkg"}, "ranges": ["x"]}]},
+]
+
+
+@pytest.mark.parametrize("rec", MALFORMED, ids=[r["id"] for r in MALFORMED])
+def test_malformed_record_types_are_format_errors(rec: dict) -> None:
+    # regression: these raised TypeError and aborted the whole audit
+    with pytest.raises(OsvFormatError):
+        parse_record(rec)
+    good = record("GOOD-1", "pkg", [{"introduced": "0"}])
+    db = Database.from_records([rec, good], origin="test")
+    assert [a.id for a in db.advisories] == ["GOOD-1"]
+    assert len(db.warnings) == 1 and rec["id"] in db.warnings[0]
+
+
+def test_event_order_does_not_change_the_result_at_equal_versions() -> None:
+    # regression: at one version, "fixed" listed before "introduced" used to leave the version affected
+    a = record("X-1", "pkg", [{"introduced": "1.0"}, {"fixed": "1.0"}, {"introduced": "2.0"}])
+    b = record("X-2", "pkg", [{"fixed": "1.0"}, {"introduced": "1.0"}, {"introduced": "2.0"}])
+    for v in ("0.9", "1.0", "1.5", "2.0", "3.0"):
+        assert affects(a, v) == affects(b, v), v
+    assert not affects(b, "1.0") and affects(b, "2.0")
+    c = record("X-3", "pkg", [{"last_affected": "1.0"}, {"introduced": "1.0"}])
+    assert affects(c, "1.0") and not affects(c, "1.1")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +111,90 @@ def test_online_response_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service, "MAX_RESPONSE_BYTES", 10)
     with serve(FakeOsv([TORCH])) as url, pytest.raises(ServiceError, match="larger"):
         OnlineOsv(url).query([Package("torch", "2.5.1", "t")])
+
+
+@contextmanager
+def _drip_server(in_headers: bool) -> Iterator[str]:
+    """A loopback HTTP server that answers one byte every 50 ms (in the headers or in the body)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            try:
+                if not in_headers:
+                    conn.sendall(head)
+                for i in range(200):
+                    if stop.is_set():
+                        return
+                    conn.sendall(head[i : i + 1] if in_headers and i < len(head) else b" ")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_online_timeout_is_a_total_deadline(in_headers: bool) -> None:
+    # regression: --timeout was per socket read, so a server dripping a byte at a time never tripped it
+    with _drip_server(in_headers) as url:
+        start = time.monotonic()
+        with pytest.raises(ServiceError, match="no complete answer within 0.5 s"):
+            OnlineOsv(url, timeout=0.5).query([Package("torch", "2.5.1", "t")])
+        assert time.monotonic() - start < 3
+
+
+class _FakeWithBadRecords(FakeOsv):
+    """Lists every malformed record for any query (besides the good records that match)."""
+
+    def __init__(self, good: list[dict[str, Any]], bad: list[dict[str, Any]]) -> None:
+        super().__init__([*good, *bad])
+        self.good = FakeOsv(good)
+        self.bad_ids = [r["id"] for r in bad]
+
+    def ids_for(self, name: str, version: str) -> list[str]:
+        return sorted([*self.good.ids_for(name, version), *self.bad_ids])
+
+
+BAD_RECORDS: list[dict[str, Any]] = [
+    {"id": "BAD-sev", "severity": 5, "affected": []},
+    {"id": "BAD-aff", "affected": "x"},
+    {"id": "BAD-rng", "affected": [{"package": {"ecosystem": "PyPI", "name": "torch"}, "ranges": 7}]},
+]
+
+
+def test_malformed_records_are_skipped_everywhere(tmp_path: Path) -> None:
+    # regression: one malformed record aborted the whole audit with a TypeError
+    z = osv_zip(tmp_path / "all.zip", [TORCH, *BAD_RECORDS])
+    for names in (None, {"torch"}):
+        db = Database.from_zip(z, names=names)
+        assert [a.id for a in db.advisories] == [TORCH["id"]]
+    assert len(Database.from_zip(z).warnings) == 3
+    fake = _FakeWithBadRecords([TORCH], BAD_RECORDS)
+    pkg = Package("torch", "2.5.1", "t")
+    with serve(fake) as url:
+        client = OnlineOsv(url)
+        got = client.query([pkg])
+    assert [a.id for a in got[pkg]] == [TORCH["id"]]
+    assert sorted(w.split()[3].rstrip(":") for w in client.warnings) == sorted(r["id"] for r in BAD_RECORDS)

@@ -10,6 +10,7 @@ import pytest
 
 from dlsec.errors import InputError
 from dlsec.lint import engine, lint_paths, lint_source, select_rules
+from dlsec.scan.results import Severity
 
 
 def test_suppression_by_id_list_and_bare() -> None:
@@ -168,3 +169,112 @@ def test_deeply_nested_code_is_an_error_not_clean(tmp_path: Path) -> None:
     deep.write_text("x = " + "1 + " * 5000 + "1\n")
     r = lint_paths(deep)
     assert r.findings == () and r.exit_code() == 2 and len(r.errors) == 1
+
+
+def test_optional_import_pattern_keeps_the_module() -> None:
+    # regression: `except ImportError: torch = None` replaced the import binding and disabled every rule
+    src = textwrap.dedent(
+        """
+        try:
+            import torch
+        except ImportError:  # optional dependency
+            torch = None
+        try:
+            import yaml
+        except ImportError:
+            yaml: object = None
+        try:
+            from pickle import loads
+        except ImportError:
+            from _compat_shim import loads
+        def load_ckpt(path):
+            return torch.load(path, weights_only=False)
+        def load_cfg(f):
+            return yaml.load(f, Loader=yaml.Loader)
+        loads(b)
+        """
+    )
+    found = {(f.line, f.rule) for f in lint_source(src).findings}
+    assert found == {(15, "DLS102"), (17, "DLS401"), (18, "DLS201")}
+    # a non-constant value still shadows (the documented "last binding wins" for anything else)
+    assert lint_source("import torch\ntorch = make_stub()\ntorch.load('m')\n").findings == ()
+
+
+def test_kwargs_bound_to_dicts_are_resolved() -> None:
+    # regression: unsafe keywords passed through **kwargs were invisible (or only a low DLS101)
+    src = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from transformers import AutoModel
+        kw = {"weights_only": False}
+        m1 = torch.load("a.pt", **kw)
+        m2 = torch.load("a.pt", **dict(weights_only=False))
+        opts = dict(allow_pickle=True)
+        a = np.load("x.npy", **opts)
+        def f():
+            hf = {"trust_remote_code": True}
+            return AutoModel.from_pretrained("x", **hf)
+        """
+    )
+    found = {(f.line, f.rule, f.severity, f.confidence) for f in lint_source(src).findings}
+    assert found == {
+        (5, "DLS102", Severity.HIGH, "high"),
+        (6, "DLS102", Severity.HIGH, "high"),
+        (8, "DLS301", Severity.HIGH, "high"),
+        (11, "DLS501", Severity.HIGH, "high"),
+    }
+    # unresolvable **kwargs / *args: the low-confidence finding in the numpy and HF rules too
+    src = textwrap.dedent(
+        """
+        import numpy as np
+        from transformers import AutoModel
+        def g(*args, **kwargs):
+            np.load("x.npy", **kwargs)
+            np.load(*args)
+            AutoModel.from_pretrained("x", **kwargs)
+            np.load("x.npy", None, False, *args)
+        """
+    )
+    low = [(f.line, f.rule, f.confidence) for f in lint_source(src).findings]
+    assert low == [(5, "DLS301", "low"), (6, "DLS301", "low"), (7, "DLS501", "low")]
+
+
+def test_dynamic_access_with_literal_strings() -> None:
+    # regression: these forms reached pickle.loads / torch.load unseen
+    src = textwrap.dedent(
+        """
+        import importlib, sys, torch, pickle
+        importlib.import_module("pickle").loads(b)
+        __import__("pickle").loads(b)
+        getattr(torch, "load")("a.pt")
+        sys.modules["pickle"].loads(b)
+        p = importlib.import_module("pickle")
+        p.loads(b)
+        pickle._loads(b)
+        pickle._load(f)
+        pickle._Unpickler(f).load()
+        getattr(torch, name)("a.pt")
+        importlib.import_module(".pickle", "pkg").loads(b)
+        """
+    )
+    found = [(f.line, f.rule) for f in lint_source(src).findings]
+    assert found == [(3, "DLS201"), (4, "DLS201"), (5, "DLS101"), (6, "DLS201"), (8, "DLS201"),
+                     (9, "DLS201"), (10, "DLS201"), (11, "DLS201")]  # fmt: skip
+
+
+def test_comprehension_variables_do_not_leak() -> None:
+    # regression: `[pickle for pickle in ...]` shadowed the module for the rest of the scope
+    src = "import pickle\nxs = [pickle for pickle in range(3)]\nys = {k: v for k, v in {}.items()}\npickle.loads(b)\n"
+    assert [(f.line, f.rule) for f in lint_source(src).findings] == [(4, "DLS201")]
+    # the first iterable is evaluated in the enclosing scope; a walrus binds in the enclosing scope
+    src2 = "import torch, pickle\nxs = [(ld := torch.load) for pickle in pickle.loads(b)]\nld('m')\n"
+    assert [(f.line, f.rule) for f in lint_source(src2).findings] == [(2, "DLS201"), (3, "DLS101")]
+
+
+def test_deeply_nested_statement_does_not_hide_the_rest_of_the_file(tmp_path: Path) -> None:
+    # regression: one deep expression made the whole file an error and nothing in it was linted
+    deep = tmp_path / "deep.py"
+    deep.write_text("import torch\nx = " + "1 + " * 1500 + "1\ny = torch.load('m', weights_only=False)\n")
+    r = lint_paths(deep)
+    assert [(f.line, f.rule) for f in r.findings] == [(3, "DLS102")]
+    assert len(r.errors) == 1 and "line 2 " in r.errors[0].message and r.exit_code() == 1

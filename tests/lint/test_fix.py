@@ -150,3 +150,19 @@ def test_fix_keeps_every_argument_and_adds_the_keyword(src: str) -> None:
     assert ast.dump(after.keywords[-1]) == ast.dump(ast.keyword("weights_only", ast.Constant(True)))
     assert lint_source(fixed).findings == ()
     assert has_star or "*" not in fixed
+
+
+def test_fix_through_a_symlink_edits_the_target(tmp_path: Path) -> None:
+    # regression: --fix replaced the link with a regular file
+    real = tmp_path / "real" / "m.py"
+    real.parent.mkdir()
+    real.write_text("import torch\nm = torch.load('m')\n")
+    real.chmod(0o640)
+    link = tmp_path / "link.py"
+    link.symlink_to(real)
+    r = lint_paths(link, fix=True)
+    assert r.fixed == 1 and r.findings == ()
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert real.read_text() == "import torch\nm = torch.load('m', weights_only=True)\n"
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in real.parent.iterdir()) == ["m.py"]

@@ -69,13 +69,14 @@ class Inventory:
 
 
 def _read_text(path: Path, limit: int | None = None) -> str:
-    """A whole text file, refused above ``limit`` bytes (default :data:`MAX_FILE_BYTES`)."""
+    """A whole text file (UTF-8, a byte order mark dropped), refused above ``limit`` bytes (default
+    :data:`MAX_FILE_BYTES`)."""
     limit = MAX_FILE_BYTES if limit is None else limit
     try:
         size = path.stat().st_size
         if size > limit:
             raise InputError(f"{path}: {size} bytes, above the {limit}-byte limit")
-        return path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a leading BOM is dropped
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -221,8 +222,8 @@ def read_requirements(path: str | os.PathLike[str], _depth: int = 0) -> Inventor
     return inv.merge(Inventory(tuple(packages), tuple(skipped)))
 
 
-def _toml(path: Path) -> dict[str, Any]:
-    """A TOML file parsed with ``tomllib`` (Python 3.11+) or ``tomli`` where installed."""
+def _toml(path: Path, text: str | None = None) -> dict[str, Any]:
+    """A TOML file (or its ``text``, already read) parsed with ``tomllib`` (Python 3.11+) or ``tomli``."""
     try:
         import tomllib as toml_mod  # type: ignore[import-not-found,unused-ignore]
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -231,7 +232,7 @@ def _toml(path: Path) -> dict[str, Any]:
         except ModuleNotFoundError:
             raise InputError(f"{path}: reading lock files on Python 3.10 needs the tomli package") from None
     try:
-        data = toml_mod.loads(_read_text(path))
+        data = toml_mod.loads(_read_text(path) if text is None else text)
     except ValueError as exc:
         raise InputError(f"{path}: invalid TOML: {exc}") from None
     if not isinstance(data, dict):
@@ -239,10 +240,19 @@ def _toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_lock(path: str | os.PathLike[str]) -> Inventory:
-    """The ``[[package]]`` entries of a ``uv.lock`` or ``poetry.lock`` (both: name, version, optional source)."""
+POETRY_LOCAL_SOURCES = frozenset({"directory", "file", "git", "url"})
+"""Poetry ``[package.source] type`` values of packages not installed from an index: not a PyPI release."""
+
+
+def read_lock(path: str | os.PathLike[str], _data: dict[str, Any] | None = None) -> Inventory:
+    """The ``[[package]]`` entries of a ``uv.lock`` or ``poetry.lock`` (both: name, version, optional source).
+
+    Local projects are skipped with a reason, not audited as the PyPI package of the same name: uv's
+    ``editable``/``virtual``/``directory``/``path`` sources and Poetry's ``directory``/``file``/``git``/``url``
+    source types (Poetry's ``legacy`` index sources are audited).
+    """
     p = Path(path)
-    data = _toml(p)
+    data = _toml(p) if _data is None else _data
     entries = data.get("package", [])
     if not isinstance(entries, list):
         raise InputError(f"{p}: 'package' is not an array of tables")
@@ -258,6 +268,10 @@ def read_lock(path: str | os.PathLike[str]) -> Inventory:
             kind = next(k for k in ("editable", "virtual", "directory", "path") if k in source)
             skipped.append(SkippedPackage(name, f"local project ({kind} source)", where))
             continue
+        if isinstance(source, dict) and source.get("type") in POETRY_LOCAL_SOURCES:
+            kind = source["type"]
+            skipped.append(SkippedPackage(name, f"not from a package index (Poetry {kind} source)", where))
+            continue
         version = entry.get("version")
         if not isinstance(version, str) or not version:
             skipped.append(SkippedPackage(name, "no version in lock entry", where))
@@ -271,11 +285,29 @@ def read_lock(path: str | os.PathLike[str]) -> Inventory:
     return Inventory(tuple(packages), tuple(skipped))
 
 
+TOML_LOCKS = frozenset({"uv.lock", "poetry.lock", "pdm.lock"})
+"""Lock file names that are always TOML with ``[[package]]`` tables."""
+
+
 def read_file(path: str | os.PathLike[str]) -> Inventory:
-    """A requirements file, or a lock file when named ``*.lock`` (``uv.lock``, ``poetry.lock``)."""
+    """A requirements file or a TOML lock file, by name and content.
+
+    ``uv.lock``, ``poetry.lock`` and ``pdm.lock`` are TOML (an error if they do not parse). Rye's
+    ``requirements.lock`` / ``requirements-dev.lock`` (any ``requirements*.lock``) are pip requirements
+    files. Any other ``*.lock`` is read as a TOML lock when it parses as a non-empty TOML table and as a
+    requirements file otherwise (``torch==2.0.0`` is not valid TOML). Every other name is a requirements file.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    if p.name.endswith(".lock"):
+    name = p.name.lower()
+    if name in TOML_LOCKS:
         return read_lock(p)
+    if name.endswith(".lock") and not name.startswith("requirements"):
+        try:
+            data = _toml(p)
+        except InputError:
+            data = {}
+        if data:
+            return read_lock(p, data)
     return read_requirements(p)

@@ -3,15 +3,15 @@
 Only what an audit of PyPI packages needs: ``affected[].package`` of ecosystem ``PyPI``, its ``ranges`` of type
 ``ECOSYSTEM`` (``introduced`` / ``fixed`` / ``last_affected`` events) and its explicit ``versions`` list. Versions
 are compared with :class:`packaging.version.Version` on their *public* part, so ``2.5.1+cu121`` is matched as
-``2.5.1`` (never skipped). A record with a version that does not parse is rejected with :class:`OsvFormatError`;
-database loaders skip such a record with a warning.
+``2.5.1`` (never skipped). A record with a version that does not parse, or a field of the wrong JSON type, is
+rejected with :class:`OsvFormatError`; database loaders and the online client skip such a record with a warning.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +82,19 @@ def _in_range(version: Version, events: tuple[Event, ...]) -> bool:
     return affected
 
 
-def _event_key(e: Event) -> tuple[int, Version]:
-    """Sort key: ``0`` first, then by version; at equal versions introduced before fixed/last_affected."""
+_KIND_RANK = {"introduced": 0, "fixed": 1, "last_affected": 1}
+
+
+def _event_key(e: Event) -> tuple[int, Version, int]:
+    """Sort key: ``0`` first, then by version; at equal versions introduced before fixed/last_affected.
+
+    The rank makes the result independent of the order the record lists its events in: ``introduced: 1.0``
+    and ``fixed: 1.0`` together always mean "not affected at 1.0" (the fix wins), whichever comes first.
+    """
+    rank = _KIND_RANK.get(e.kind, 1)
     if e.version is None:
-        return (0, Version("0"))
-    return (1, e.version)
+        return (0, Version("0"), rank)
+    return (1, e.version, rank)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,15 @@ def _text(value: object, what: str, record_id: str) -> str:
     return value
 
 
+def _list(value: object, what: str, record_id: str) -> list[Any]:
+    """A JSON array field (absent or null: empty); any other type is an :class:`OsvFormatError`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OsvFormatError(f"{record_id}: {what} must be a list, not {type(value).__name__}")
+    return value
+
+
 def _version(text: object, record_id: str) -> Version:
     if not isinstance(text, str):
         raise OsvFormatError(f"{record_id}: version {text!r} is not a string")
@@ -139,11 +156,22 @@ def _version(text: object, record_id: str) -> Version:
 def parse_record(record: Mapping[str, Any]) -> Advisory:
     """An :class:`Advisory` from one OSV JSON object; :class:`OsvFormatError` if it breaks the schema.
 
-    Entries for other ecosystems and ranges of other types (``GIT``, ``SEMVER``) are ignored.
+    Entries for other ecosystems and ranges of other types (``GIT``, ``SEMVER``) are ignored. Every field is
+    type-checked (``"severity": 5``, ``"ranges": 7``, ``"affected": "x"``, an event that is not an object are
+    all :class:`OsvFormatError`), so loaders skip one bad record with a warning instead of aborting the audit.
     """
     if not isinstance(record, Mapping):
         raise OsvFormatError("an OSV record must be a JSON object")
     rid = _text(record.get("id"), "id", "?")
+    try:
+        return _parse(record, rid)
+    except OsvFormatError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no check above foresaw
+        raise OsvFormatError(f"{rid}: malformed record ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(record: Mapping[str, Any], rid: str) -> Advisory:
     aliases = record.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise OsvFormatError(f"{rid}: aliases must be a list of strings")
@@ -151,9 +179,7 @@ def parse_record(record: Mapping[str, Any]) -> Advisory:
     summary = " ".join(_text(summary, "summary", rid).split())
     if len(summary) > 300:
         summary = summary[:297] + "..."
-    affected_in = record.get("affected") or []
-    if not isinstance(affected_in, list):
-        raise OsvFormatError(f"{rid}: affected must be a list")
+    affected_in = _list(record.get("affected"), "affected", rid)
     affected: list[AffectedPackage] = []
     for entry in affected_in:
         if not isinstance(entry, Mapping):
@@ -163,11 +189,13 @@ def parse_record(record: Mapping[str, Any]) -> Advisory:
             continue
         name = normalize_name(_text(pkg.get("name"), "package name", rid))
         ranges: list[tuple[Event, ...]] = []
-        for r in entry.get("ranges") or []:
-            if not isinstance(r, Mapping) or r.get("type") != "ECOSYSTEM":
+        for r in _list(entry.get("ranges"), "ranges", rid):
+            if not isinstance(r, Mapping):
+                raise OsvFormatError(f"{rid}: ranges entries must be objects")
+            if r.get("type") != "ECOSYSTEM":
                 continue
             events: list[Event] = []
-            for ev in r.get("events") or []:
+            for ev in _list(r.get("events"), "range events", rid):
                 if not isinstance(ev, Mapping) or len(ev) != 1:
                     raise OsvFormatError(f"{rid}: each range event must have exactly one key")
                 ((kind, value),) = ev.items()
@@ -178,12 +206,12 @@ def parse_record(record: Mapping[str, Any]) -> Advisory:
                 events.append(Event(kind, None if value == "0" else _version(value, rid)))
             events.sort(key=_event_key)
             ranges.append(tuple(events))
-        versions = frozenset(_version(v, rid) for v in entry.get("versions") or [])
+        versions = frozenset(_version(v, rid) for v in _list(entry.get("versions"), "versions", rid))
         affected.append(AffectedPackage(name, tuple(ranges), versions))
-    severity, vector = _severity(record, affected_in)
+    severity, vector = _severity(record, rid)
     refs = tuple(
         str(r["url"])
-        for r in record.get("references") or []
+        for r in _list(record.get("references"), "references", rid)
         if isinstance(r, Mapping) and isinstance(r.get("url"), str)
     )
     return Advisory(rid, tuple(aliases), summary, severity, tuple(affected), refs, vector, record)
@@ -193,9 +221,11 @@ _GHSA_SEVERITY = {"LOW": Severity.LOW, "MODERATE": Severity.MEDIUM, "MEDIUM": Se
                   "HIGH": Severity.HIGH, "CRITICAL": Severity.CRITICAL}  # fmt: skip
 
 
-def _severity(record: Mapping[str, Any], affected: Iterable[Any]) -> tuple[Severity | None, str]:
+def _severity(record: Mapping[str, Any], rid: str) -> tuple[Severity | None, str]:
     """``database_specific.severity`` (GHSA's words) first, else the CVSS v3 base score of a vector."""
-    vectors = [s.get("score", "") for s in record.get("severity") or [] if isinstance(s, Mapping)]
+    vectors = [
+        s.get("score", "") for s in _list(record.get("severity"), "severity", rid) if isinstance(s, Mapping)
+    ]
     vector = next((v for v in vectors if isinstance(v, str) and v.startswith("CVSS:3")), "")
     db = record.get("database_specific")
     if isinstance(db, Mapping) and isinstance(db.get("severity"), str):

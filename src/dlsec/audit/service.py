@@ -7,10 +7,15 @@ that affect its (public) version. The online client speaks OSV's API: ``POST /v1
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import os
 import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -183,8 +188,9 @@ def _raw_names(data: bytes) -> set[str]:
 def _names_in(record: Any) -> set[str]:
     """Normalised PyPI package names an OSV record's ``affected`` entries name."""
     out: set[str] = set()
-    if isinstance(record, Mapping):
-        for entry in record.get("affected") or []:
+    affected = record.get("affected") if isinstance(record, Mapping) else None
+    if isinstance(affected, list):
+        for entry in affected:
             pkg = entry.get("package") if isinstance(entry, Mapping) else None
             if (
                 isinstance(pkg, Mapping)
@@ -193,6 +199,81 @@ def _names_in(record: Any) -> set[str]:
             ):
                 out.add(normalize_name(pkg["name"]))
     return out
+
+
+class _Deadline:
+    """A total time budget for one HTTP exchange; a watchdog shuts the socket down when it runs out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self._timers: list[threading.Timer] = []
+        self._fired = False
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self._fired or time.monotonic() >= self.end
+
+    def arm(self, sock: socket.socket | None) -> None:
+        """Shut ``sock`` down at the deadline: a read blocked on it (headers or body) then returns at once."""
+        if sock is None:
+            return
+
+        def fire() -> None:
+            self._fired = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.remaining(), fire)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def cancel(self) -> None:
+        for t in self._timers:
+            t.cancel()
+
+
+class _DeadlineMixin(urllib.request.AbstractHTTPHandler):
+    """Arms the request's :class:`_Deadline` on each connection's socket once it is connected."""
+
+    def __init__(self, deadline: _Deadline, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **http_conn_args: Any) -> Any:
+        deadline = self.deadline
+
+        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = http_class(host, **kwargs)
+            plain_connect = conn.connect
+            create = getattr(conn, "_create_connection", None)
+            if create is not None:  # the raw socket as soon as it exists: a TLS handshake is covered too
+
+                def create_and_arm(*args: Any, **kw: Any) -> socket.socket:
+                    sock: socket.socket = create(*args, **kw)
+                    deadline.arm(sock)
+                    return sock
+
+                conn._create_connection = create_and_arm
+
+            def connect() -> None:
+                plain_connect()
+                deadline.arm(conn.sock)
+
+            conn.connect = connect
+            return conn  # type: ignore[no-any-return]
+
+        return super().do_open(make, req, **http_conn_args)
+
+
+class _DeadlineHTTP(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPS(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
 
 
 class OnlineOsv:
@@ -209,6 +290,13 @@ class OnlineOsv:
         self.requests = 0
 
     def _request(self, path: str, body: Any = None, limit: int | None = None) -> Any:
+        """One request, its answer parsed as JSON: at most ``limit`` bytes, within ``timeout`` seconds in all.
+
+        ``timeout`` is a total deadline (connect, headers and body together), not a per-read socket timeout:
+        a server dripping one byte at a time is cut off when the deadline passes (a watchdog shuts the socket
+        down, which also ends a read blocked in the headers) and the body is read in chunks against a
+        monotonic clock.
+        """
         limit = MAX_RESPONSE_BYTES if limit is None else limit
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
@@ -218,14 +306,35 @@ class OnlineOsv:
             headers={"Content-Type": "application/json", "User-Agent": "dlsec-audit"},
         )
         self.requests += 1
+        deadline = _Deadline(self.timeout)
+        opener = urllib.request.build_opener(_DeadlineHTTP(deadline), _DeadlineHTTPS(deadline))
+        late = ServiceError(f"OSV {path}: no complete answer within {self.timeout:g} s")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) checked above
-                raw = resp.read(limit + 1)
+            with opener.open(req, timeout=self.timeout) as resp:
+                chunks: list[bytes] = []
+                size = 0
+                while size <= limit:
+                    if deadline.expired():
+                        raise late
+                    chunk = resp.read1(min(64 * 1024, limit + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                raw = b"".join(chunks)
         except urllib.error.HTTPError as exc:
+            if deadline.expired():
+                raise late from None
             raise ServiceError(f"OSV {path}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if deadline.expired():
+                raise late from None
             reason = getattr(exc, "reason", exc)
             raise ServiceError(f"cannot reach OSV at {self.base_url}: {reason}") from None
+        finally:
+            deadline.cancel()
+        if deadline.expired():  # the watchdog cut the answer short
+            raise late
         if len(raw) > limit:
             raise ServiceError(f"OSV {path}: response larger than {limit} bytes")
         try:
@@ -261,7 +370,8 @@ class OnlineOsv:
                 tokens = {}
                 for i, res in zip(order, results, strict=True):
                     res = res if isinstance(res, dict) else {}
-                    for v in res.get("vulns") or []:
+                    vulns = res.get("vulns")
+                    for v in vulns if isinstance(vulns, list) else []:
                         if isinstance(v, dict) and isinstance(v.get("id"), str):
                             ids[i].append(v["id"])
                     if isinstance(res.get("next_page_token"), str) and res["next_page_token"]:

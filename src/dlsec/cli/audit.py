@@ -40,7 +40,7 @@ from dlsec.errors import InputError
     type=click.FloatRange(0.1, 600),
     default=15.0,
     show_default=True,
-    help="seconds per OSV request with --online",
+    help="seconds per OSV request with --online (a total deadline: connect, headers and body)",
 )
 @click.option(
     "--format",

@@ -7,15 +7,28 @@ Alias resolution maps each name to its qualified origin: ``import torch as t`` m
 ``torch.load`` whose bound keywords count as the call's keywords. A partial that is never called by name in
 the file (passed straight to another function) is checked where it is created.
 
+Dynamic access with literal strings resolves too: ``importlib.import_module("pickle").loads``,
+``__import__("pickle").loads``, ``getattr(torch, "load")`` and ``sys.modules["pickle"].loads``.
+
 Resolution is flow-insensitive within a scope in one respect: function bodies are analysed after the
 enclosing module or function body, with the bindings it ends with (as Python runs them). Where a name is
-bound twice (``try: import cPickle as pickle`` / ``except: import pickle``) the last binding wins.
-Parameters, loop targets and assignments of anything else shadow imports (a local ``load`` is not
-``torch.load``).
+bound twice the last binding wins, with two exceptions that keep an import: a later assignment of a constant
+(``try: import torch`` / ``except ImportError: torch = None``, the optional-import pattern) does not replace
+an import binding of the same scope, and an import of a module the rules know (``torch``, ``pickle``,
+``yaml`` ...) is only replaced by another import of a known module (``try: import cPickle as pickle`` /
+``except: import pickle`` gives ``pickle``). Parameters, loop targets and assignments of anything else shadow
+imports (a local ``load`` is not ``torch.load``). Comprehensions have their own scope: their variables do not
+leak into the enclosing one.
 
 Values: a literal (``weights_only=True``) decides a rule; a non-literal value (a variable, an expression) or a
 ``**kwargs`` that may carry the keyword gives a finding with ``confidence="low"`` (and usually a lower
-severity): dlsec cannot prove the call safe, a human should look. ``**{"k": v}`` dict literals are unpacked.
+severity): dlsec cannot prove the call safe, a human should look. ``**{"k": v}`` dict literals and
+``**dict(k=v)`` calls are unpacked; ``**kw`` where ``kw`` is bound (in the same scope or an enclosing one) to
+such a dict contributes its keywords (``weights_only=False`` in it is DLS102) and still counts as an opaque
+``**kwargs`` for rules that need a keyword to be absent (the dict may have been changed since).
+
+A statement nested too deeply for the recursion limit is skipped and reported as an error (its line span);
+the rest of the file is still linted.
 
 Inline suppression: ``# dlsec: ignore[DLS101]``, ``# dlsec: ignore[DLS101,DLS201]`` or a bare
 ``# dlsec: ignore`` (all rules) on any line of the flagged call. Suppressed findings are counted.
@@ -35,7 +48,7 @@ from pathlib import Path
 
 from dlsec.errors import InputError
 from dlsec.lint.results import LintError, LintFinding, LintReport
-from dlsec.lint.rules import REGISTRY, CallSite, Rule
+from dlsec.lint.rules import REGISTRY, UNKNOWN, CallSite, Rule, literal
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 """Files above this size are not parsed (an error entry, never clean)."""
@@ -76,8 +89,45 @@ class _Partial:
     used: bool = False
 
 
-_Binding = str | _Partial | None
-"""A name's origin: a qualified name, a partial, or None for a local value of unknown origin."""
+@dataclass
+class _Kwargs:
+    """A dict bound to a name (``kw = {"k": v}`` / ``kw = dict(k=v)``): the keywords ``**kw`` passes.
+
+    ``exact`` is False when the dict may hold more than ``keywords`` (it is bound to a name, which later code
+    can mutate): a ``**kw`` then still counts as an opaque ``**mapping`` too (the rules see both)."""
+
+    keywords: dict[str, ast.expr]
+    exact: bool = False
+
+
+_Binding = str | _Partial | _Kwargs | None
+"""A name's origin: a qualified name, a partial, a dict of keywords, or None for a local value of unknown origin."""
+
+_KNOWN_ROOTS = frozenset(
+    {
+        "torch",
+        "pickle",
+        "_pickle",
+        "cPickle",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "sklearn",
+        "pandas",
+        "shelve",
+        "jsonpickle",
+        "numpy",
+        "yaml",
+        "keras",
+        "tensorflow",
+        "tf_keras",
+        "transformers",
+        "importlib",
+        "functools",
+    }
+)
+"""Top-level modules the rules know: an import of one is not replaced by an import of anything else."""
+_IMPORTERS = frozenset({"importlib.import_module", "builtins.__import__"})
 
 
 @dataclass
@@ -122,6 +172,7 @@ class _Visitor(ast.NodeVisitor):
         self.partials: dict[int, _Partial] = {}
         self.keep: list[ast.Call] = []  # keeps the nodes keyed by id() in self.partials alive
         self.raw: list[_Raw] = []
+        self.too_deep: list[tuple[int, int]] = []  # line spans of statements not linted (RecursionError)
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, expr: ast.expr) -> str | None:
@@ -134,6 +185,41 @@ class _Visitor(ast.NodeVisitor):
         if isinstance(expr, ast.Attribute):
             base = self.resolve(expr.value)
             return f"{base}.{expr.attr}" if base else None
+        if isinstance(expr, ast.Call):
+            return self._resolve_dynamic(expr)
+        if isinstance(expr, ast.Subscript):  # sys.modules["pickle"]
+            key = expr.slice
+            if (
+                isinstance(key, ast.Constant)
+                and isinstance(key.value, str)
+                and self.resolve(expr.value) == "sys.modules"
+            ):
+                return key.value or None
+        return None
+
+    def _resolve_dynamic(self, call: ast.Call) -> str | None:
+        """``importlib.import_module("m")``, ``__import__("m")``, ``getattr(obj, "name")`` with literal strings."""
+        if call.keywords and not all(k.arg for k in call.keywords):
+            return None
+        args = call.args
+        if not args or any(isinstance(a, ast.Starred) for a in args):
+            return None
+        first = args[0]
+        text = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+        func = self.resolve(call.func)
+        if func in _IMPORTERS:
+            if not text or text.startswith("."):
+                return None
+            if func == "builtins.__import__" and not (
+                len(args) > 3 or any(k.arg == "fromlist" for k in call.keywords)
+            ):
+                return text.split(".", 1)[0]  # __import__("a.b") returns the top-level package a
+            return text
+        if func == "builtins.getattr" and len(args) in (2, 3):
+            name = args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.isidentifier():
+                base = self.resolve(first)
+                return f"{base}.{name.value}" if base else None
         return None
 
     def _partial_of(self, call: ast.Call) -> _Partial | None:
@@ -151,7 +237,7 @@ class _Visitor(ast.NodeVisitor):
         target = base.target if base is not None else self.resolve(inner)
         if not target:
             return None
-        keywords, star = _keywords(call.keywords)
+        keywords, star = self._keywords(call.keywords)
         if base is not None:
             base.used = True
             p = _Partial(
@@ -172,7 +258,15 @@ class _Visitor(ast.NodeVisitor):
         if expr is None:
             return None
         if isinstance(expr, ast.Call):
-            return self._partial_of(expr)
+            kwargs = self._dict_keywords(expr)
+            if kwargs is not None:
+                return _Kwargs(kwargs)
+            return self._partial_of(expr) or self.resolve(expr)
+        if isinstance(expr, ast.Dict):
+            kwargs = self._dict_keywords(expr)
+            return _Kwargs(kwargs) if kwargs is not None else None
+        if isinstance(expr, ast.Subscript):
+            return self.resolve(expr)
         if isinstance(expr, ast.Name):
             found, b = self.scope.lookup(expr.id)
             if found:
@@ -184,6 +278,67 @@ class _Visitor(ast.NodeVisitor):
     def bind(self, name: str, value: _Binding) -> None:
         """Bind ``name`` in the current scope."""
         self.scope.names[name] = value
+
+    def _bind_import(self, name: str, origin: str | None) -> None:
+        """An import binding: it replaces an earlier import of a module the rules know only with another one
+        (``try: import torch`` / ``except ImportError: import torch_stub as torch`` keeps ``torch``)."""
+        old = self.scope.names.get(name)
+        known = isinstance(old, str) and old.split(".", 1)[0] in _KNOWN_ROOTS
+        if known and (not origin or origin.split(".", 1)[0] not in _KNOWN_ROOTS):
+            return
+        self.bind(name, origin)
+
+    def _bind_assigned(self, target: ast.expr, value_expr: ast.expr) -> None:
+        """An assignment's binding; a constant (``torch = None`` in an ``except ImportError``) does not replace an
+        import binding of the same scope: the optional-import pattern keeps the module."""
+        if (
+            isinstance(target, ast.Name)
+            and isinstance(self.scope.names.get(target.id), str)
+            and literal(value_expr) is not UNKNOWN
+        ):
+            return
+        self._bind_target(target, self._value(value_expr))
+
+    def _dict_keywords(self, expr: ast.expr) -> dict[str, ast.expr] | None:
+        """The keywords of a dict literal with string-literal keys or of a ``dict(k=v, ...)`` call, else None."""
+        if isinstance(expr, ast.Dict):
+            if not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in expr.keys):
+                return None
+            return {
+                k.value: v
+                for k, v in zip(expr.keys, expr.values, strict=True)
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
+        if (
+            isinstance(expr, ast.Call)
+            and not expr.args
+            and all(k.arg is not None for k in expr.keywords)
+            and self.resolve(expr.func) == "builtins.dict"
+        ):
+            return {k.arg: k.value for k in expr.keywords if k.arg is not None}
+        return None
+
+    def _keywords(self, kws: Iterable[ast.keyword]) -> tuple[dict[str, ast.expr], bool]:
+        """Keywords by name and whether an opaque ``**mapping`` is present. ``**{"k": v}`` and ``**dict(k=v)``
+        are unpacked; ``**name`` with ``name`` bound to such a dict (in this scope or an enclosing one) adds its
+        keywords and still counts as opaque (the dict may have been changed since)."""
+        out: dict[str, ast.expr] = {}
+        star = False
+        for kw in kws:
+            if kw.arg is not None:
+                out[kw.arg] = kw.value
+                continue
+            inline = self._dict_keywords(kw.value)
+            if inline is not None:
+                out.update(inline)
+                continue
+            bound = self.scope.lookup(kw.value.id)[1] if isinstance(kw.value, ast.Name) else None
+            if isinstance(bound, _Kwargs):
+                out.update(bound.keywords)
+                star = star or not bound.exact
+            else:
+                star = True
+        return out, star
 
     def _bind_target(self, target: ast.expr, value: _Binding) -> None:
         if isinstance(target, ast.Name):
@@ -198,17 +353,17 @@ class _Visitor(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
-                self.bind(alias.asname, alias.name)
+                self._bind_import(alias.asname, alias.name)
             else:
                 top = alias.name.split(".", 1)[0]
-                self.bind(top, top)
+                self._bind_import(top, top)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for alias in node.names:
             if alias.name == "*":
                 continue
             origin = f"{node.module}.{alias.name}" if node.module and not node.level else None
-            self.bind(alias.asname or alias.name, origin)
+            self._bind_import(alias.asname or alias.name, origin)
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         for d in node.decorator_list:
@@ -238,9 +393,19 @@ class _Visitor(ast.NodeVisitor):
         saved = self.scope
         self.scope = _Scope("function", parent)
         self._bind_params(node.args)
-        for stmt in node.body:
-            self.visit(stmt)
+        self._statements(node.body)
         self.scope = saved
+
+    def _statements(self, body: list[ast.stmt]) -> None:
+        """Visit statements one by one: one nested too deeply for the recursion limit is recorded in
+        :attr:`too_deep` and skipped, the others are still linted."""
+        for stmt in body:
+            saved = self.scope
+            try:
+                self.visit(stmt)
+            except RecursionError:
+                self.scope = saved
+                self.too_deep.append((stmt.lineno, stmt.end_lineno or stmt.lineno))
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self.visit(node.args)
@@ -265,14 +430,15 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
-        value = self._value(node.value)
         for t in node.targets:
-            self._bind_target(t, value)
+            self._bind_assigned(t, node.value)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
             self.visit(node.value)
-        self._bind_target(node.target, self._value(node.value) if node.value is not None else None)
+            self._bind_assigned(node.target, node.value)
+        else:
+            self._bind_target(node.target, None)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.visit(node.value)
@@ -280,7 +446,10 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)
-        self.bind(node.target.id, self._value(node.value))
+        scope = self.scope
+        while scope.kind == "comprehension" and scope.parent is not None:
+            scope = scope.parent
+        scope.names[node.target.id] = self._value(node.value)
 
     def _loop(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
@@ -296,19 +465,22 @@ class _Visitor(ast.NodeVisitor):
         if node.optional_vars is not None:
             self._bind_target(node.optional_vars, None)
 
-    def visit_comprehension(self, node: ast.comprehension) -> None:
-        self.visit(node.iter)
-        self._bind_target(node.target, None)
-        for cond in node.ifs:
-            self.visit(cond)
-
     def _comp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
-        for gen in node.generators:
-            self.visit(gen)
+        """A comprehension has its own scope (its variables do not leak); its first iterable is evaluated in the
+        enclosing scope, as Python does."""
+        saved = self.scope
+        for i, gen in enumerate(node.generators):
+            self.visit(gen.iter)
+            if i == 0:
+                self.scope = _Scope("comprehension", saved)
+            self._bind_target(gen.target, None)
+            for cond in gen.ifs:
+                self.visit(cond)
         for name in ("elt", "key", "value"):
             sub = getattr(node, name, None)
             if sub is not None:
                 self.visit(sub)
+        self.scope = saved
 
     visit_ListComp = _comp
     visit_SetComp = _comp
@@ -342,7 +514,7 @@ class _Visitor(ast.NodeVisitor):
                 qname = self.resolve(func)
         elif isinstance(func, ast.Call):
             partial = self._partial_of(func)
-            qname = partial.target if partial else None
+            qname = partial.target if partial else self.resolve(func)  # getattr(torch, "load")(...)
             if partial is not None:
                 partial.used = True
         else:
@@ -350,7 +522,7 @@ class _Visitor(ast.NodeVisitor):
         attr = (
             func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
         )
-        keywords, star = _keywords(node.keywords)
+        keywords, star = self._keywords(node.keywords)
         args: tuple[ast.expr, ...] = tuple(node.args)
         if partial is not None:
             attr = partial.target.rsplit(".", 1)[-1]
@@ -385,8 +557,7 @@ class _Visitor(ast.NodeVisitor):
     # ------------------------------------------------------------------ driver
     def run(self, tree: ast.Module) -> list[_Raw]:
         """Visit the module, then every function body (with the bindings its enclosing scope ends with)."""
-        for stmt in tree.body:
-            self.visit(stmt)
+        self._statements(tree.body)
         while self.pending:
             fn, parent = self.pending.pop(0)
             outer = parent
@@ -410,24 +581,6 @@ def _partial_site(p: _Partial, resolve: Callable[[ast.expr], str | None]) -> Cal
         p.node,
         resolve,
     )
-
-
-def _keywords(kws: Iterable[ast.keyword]) -> tuple[dict[str, ast.expr], bool]:
-    """Keywords by name (``**{"k": v}`` literals unpacked) and whether an opaque ``**mapping`` is present."""
-    out: dict[str, ast.expr] = {}
-    star = False
-    for kw in kws:
-        if kw.arg is not None:
-            out[kw.arg] = kw.value
-        elif isinstance(kw.value, ast.Dict) and all(
-            isinstance(k, ast.Constant) and isinstance(k.value, str) for k in kw.value.keys
-        ):
-            for k, v in zip(kw.value.keys, kw.value.values, strict=True):
-                assert isinstance(k, ast.Constant) and isinstance(k.value, str)
-                out[k.value] = v
-        else:
-            star = True
-    return out, star
 
 
 def split_lines(text: str) -> list[str]:
@@ -485,13 +638,16 @@ class SourceResult:
     findings: tuple[LintFinding, ...]
     suppressed: int
     fix_targets: tuple[ast.Call, ...]
+    not_linted: tuple[tuple[int, int], ...] = ()
+    """Line spans of statements nested too deeply to lint (the rest of the file was linted)."""
 
 
 def lint_source(text: str, path: str = "<string>", rules: Sequence[Rule] | None = None) -> SourceResult:
     """Lint Python source text. Raises :class:`SyntaxError` (or ValueError for NUL bytes) if it does not parse."""
     tree = ast.parse(text, filename=path)
     active = list(REGISTRY.values()) if rules is None else list(rules)
-    raws = _Visitor(path, active, split_lines(text)).run(tree)
+    visitor = _Visitor(path, active, split_lines(text))
+    raws = visitor.run(tree)
     supp = suppressions(text) if "dlsec" in text.lower() else {}
     kept: list[LintFinding] = []
     targets: dict[tuple[int, int], ast.Call] = {}
@@ -510,7 +666,7 @@ def lint_source(text: str, path: str = "<string>", rules: Sequence[Rule] | None 
         if raw.fix_target is not None:
             targets[(raw.fix_target.lineno, raw.fix_target.col_offset)] = raw.fix_target
     kept.sort(key=lambda f: (f.line, f.col, f.rule))
-    return SourceResult(tuple(kept), suppressed, tuple(targets.values()))
+    return SourceResult(tuple(kept), suppressed, tuple(targets.values()), tuple(visitor.too_deep))
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -629,6 +785,14 @@ def lint_paths(
         except (OSError, MemoryError) as exc:
             errors.append(LintError(name, f"cannot lint: {type(exc).__name__}: {exc}"))
             continue
+        if result.not_linted:
+            spans = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in result.not_linted)
+            where = "line" if len(result.not_linted) == 1 and "-" not in spans else "lines"
+            errors.append(
+                LintError(
+                    name, f"expressions nested too deeply to lint at {where} {spans} (the rest was linted)"
+                )
+            )
         if fix and result.fix_targets:
             new = apply_fixes(text, result.fix_targets)
             try:
@@ -637,10 +801,11 @@ def lint_paths(
                 errors.append(LintError(name, f"--fix would break the file ({exc}); left unchanged"))
             else:
                 raw = new.encode(encoding)
-                tmp = path.with_name(f".{path.name}.dlsec-fix")
+                real = path.resolve()  # a symlink keeps pointing at its (edited) target
+                tmp = real.with_name(f".{real.name}.dlsec-fix")
                 tmp.write_bytes(raw)
-                os.chmod(tmp, path.stat().st_mode & 0o7777)
-                os.replace(tmp, path)
+                os.chmod(tmp, real.stat().st_mode & 0o7777)
+                os.replace(tmp, real)
                 fixed += len(result.fix_targets)
                 result = after
         findings.extend(result.findings)

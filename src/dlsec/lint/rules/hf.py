@@ -7,6 +7,20 @@ from collections.abc import Iterator
 from dlsec.lint.rules.base import UNKNOWN, CallSite, Hit, Rule, literal
 from dlsec.scan.results import Severity
 
+REMOTE_CODE_ATTRS = frozenset({"from_pretrained", "from_config"})
+"""Method names that take ``trust_remote_code`` (transformers' Auto classes, diffusers, peft ...)."""
+REMOTE_CODE_CALLS = frozenset(
+    {
+        "transformers.pipeline",
+        "datasets.load_dataset",
+        "datasets.load_dataset_builder",
+        "sentence_transformers.SentenceTransformer",
+        "vllm.LLM",
+    }
+)
+"""Functions that take ``trust_remote_code``: with an opaque ``**kwargs`` and no visible keyword they get a
+low-confidence finding (the keyword may be in the mapping)."""
+
 
 class TrustRemoteCode(Rule):
     """``trust_remote_code=True`` on any call (transformers, datasets, sentence-transformers, vLLM ...)."""
@@ -20,6 +34,12 @@ class TrustRemoteCode(Rule):
     def check(self, site: CallSite) -> Iterator[Hit]:
         expr = site.keywords.get("trust_remote_code")
         if expr is None:
+            if site.star_kwargs and (site.attr in REMOTE_CODE_ATTRS or site.qname in REMOTE_CODE_CALLS):
+                yield Hit(
+                    f"{site.attr} whose trust_remote_code cannot be seen (it may come in **kwargs)",
+                    severity=Severity.LOW,
+                    confidence="low",
+                )
             return
         value = literal(expr)
         where = site.attr or "a call"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 from dlsec.lint.rules.base import UNKNOWN, CallSite, Hit, Rule, literal
@@ -23,9 +24,17 @@ class NumpyAllowPickle(Rule):
     def check(self, site: CallSite) -> Iterator[Hit]:
         if site.qname not in NUMPY_LOAD:
             return
-        ap = site.arg("allow_pickle", NUMPY_LOAD[site.qname])
+        pos = NUMPY_LOAD[site.qname]
+        ap = site.arg("allow_pickle", pos)
         value = literal(ap)
         if ap is None:
+            hidden_pos = any(isinstance(a, ast.Starred) for a in site.args[: pos + 1])
+            if site.star_kwargs or hidden_pos:
+                yield Hit(
+                    f"{site.qname} whose allow_pickle cannot be seen (it may come in *args/**kwargs)",
+                    severity=Severity.MEDIUM,
+                    confidence="low",
+                )
             return
         if value is UNKNOWN:
             yield Hit(

@@ -10,7 +10,7 @@ from dlsec.scan.results import Severity
 PICKLE_LOADS = frozenset(
     f"{mod}.{fn}"
     for mod in ("pickle", "_pickle", "cPickle", "dill", "cloudpickle")
-    for fn in ("load", "loads", "Unpickler")
+    for fn in ("load", "loads", "Unpickler", "_load", "_loads", "_Unpickler")  # _x: pickle's pure-Python ones
 ) | frozenset(
     {
         "dill._dill.load",
