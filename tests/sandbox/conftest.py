@@ -53,3 +53,36 @@ def accepted(srv: socket.socket) -> bool:
         return False
     conn.close()
     return True
+
+
+# A protocol-0 pickle assembler for payloads that ``pickle.dumps`` cannot express (a global fetched by name, such as
+# ``sys.modules``, used as an argument): each builds bytes, nothing here is ever loaded in the test process.
+def g(module: str, name: str) -> bytes:
+    """The global ``module.name``."""
+    return f"c{module}\n{name}\n".encode()
+
+
+def s(text: str) -> bytes:
+    """A string."""
+    text = text.replace("\\", "\\u005c").replace("\n", "\\u000a").replace("\r", "\\u000d")
+    return b"V" + text.encode("raw_unicode_escape") + b"\n"
+
+
+def n(value: int) -> bytes:
+    """An integer."""
+    return b"I%d\n" % value
+
+
+def call(fn: bytes, *args: bytes) -> bytes:
+    """``fn(*args)``."""
+    return fn + b"(" + b"".join(args) + b"tR"
+
+
+def tup(*items: bytes) -> bytes:
+    """A tuple."""
+    return b"(" + b"".join(items) + b"t"
+
+
+def program(*statements: bytes) -> bytes:
+    """Run the statements in order (each result dropped); the pickle's value is an empty dict."""
+    return b"".join(st + b"0" for st in statements) + call(g("builtins", "dict")) + b"."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,13 @@ def test_exit_codes_and_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     bad = write_pickle(tmp_path / "bad.pkl", Reduce(os.system, ("true",)))
     code, out, _ = run(monkeypatch, capsys, str(bad))
     assert code == 1
-    assert out.startswith("DANGEROUS") and "stopped at: [process] os.system" in out
+    assert out.startswith("DANGEROUS") and f"stopped at: [global] pickle.find_class {os.system.__module__}.system" in out
     assert "isolation in force:" in out
 
     good = write_pickle(tmp_path / "good.pkl", {"weights": [1.0, 2.0]})
     code, out, _ = run(monkeypatch, capsys, str(good), "--loader", "pickle")
     assert code == 0 and out.startswith("CLEAN") and "loaded: a dict" in out
+    assert "nothing dangerous was observed by the in-process monitor" in out and "no proof" in out
 
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(pickle.dumps(list(range(50)))[:-10])
@@ -49,8 +51,11 @@ def test_payload_ending_the_process_is_not_clean(
     f = write_pickle(tmp_path / "exit.pkl", Reduce(os._exit, (0,)))
     code, out, _ = run(monkeypatch, capsys, str(f), "--format", "json")
     doc = json.loads(out)
-    assert code == 2 and doc["verdict"] == "error" and doc["exit_status"] == 0
-    assert "without a report" in doc["error"]
+    assert code == 1 and doc["verdict"] == "dangerous" and doc["blocked"]["detail"].endswith("._exit")
+    f = write_pickle(tmp_path / "exit.pkl", Reduce(sys.exit, (0,)))  # a benign-looking global that ends the load
+    code, out, _ = run(monkeypatch, capsys, str(f), "--format", "json")
+    doc = json.loads(out)
+    assert code in (1, 2) and doc["verdict"] != "clean"
 
 
 def test_json_and_sarif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,7 +63,7 @@ def test_json_and_sarif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     code, out, _ = run(monkeypatch, capsys, str(bad), "--format", "json", "--no-isolation")
     doc = json.loads(out)
     assert code == 1 and doc["verdict"] == "dangerous" and doc["loader"] == "pickle"
-    assert doc["blocked"]["name"] == "os.system" and doc["blocked"] in doc["events"]
+    assert doc["blocked"]["name"] == "pickle.find_class" and doc["blocked"] in doc["events"]
     ns = next(i for i in doc["isolation"] if i["name"] == "namespaces")
     assert ns["in_force"] is False and "--no-isolation" in ns["detail"]
 
@@ -66,9 +71,9 @@ def test_json_and_sarif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     log = json.loads(out)
     assert code == 1 and log["version"] == "2.1.0"
     (result,) = log["runs"][0]["results"]
-    assert result["ruleId"] == "sandbox-process" and result["properties"]["stopped_here"] is True
+    assert result["ruleId"] == "sandbox-dangerous-global" and result["properties"]["stopped_here"] is True
     assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(bad)
-    assert {r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]} == {"sandbox-process"}
+    assert {r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]} == {"sandbox-dangerous-global"}
 
 
 def test_list_loaders_and_bad_input(
@@ -105,3 +110,17 @@ def test_renderers_on_a_built_report() -> None:
     err = SandboxReport("m.pkl", "pickle", "error", (), None, (), -9, "timed out", 1.0)
     assert [r["ruleId"] for r in json.loads(sarif(err))["runs"][0]["results"]] == ["sandbox-error"]
     assert err.exit_code() == 2 and rep.exit_code() == 1
+
+
+def test_no_namespaces_is_refused_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S3: without namespaces the run is refused (exit 2, one line) unless --no-isolation says otherwise."""
+    from dlsec.sandbox import runner
+
+    monkeypatch.setattr(runner, "namespaces_available", lambda: "unshare failed: test")
+    good = write_pickle(tmp_path / "good.pkl", {"weights": [1.0]})
+    code, out, err = run(monkeypatch, capsys, str(good))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--no-isolation" in err and "unshare failed" in err
+    code, out, _ = run(monkeypatch, capsys, str(good), "--no-isolation")
+    assert code == 0 and out.startswith("CLEAN") and "isolation NOT in force: namespaces" in out

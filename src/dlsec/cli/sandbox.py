@@ -1,6 +1,8 @@
 """``dlsec sandbox``: exit 0 the load completed with nothing dangerous, 1 dangerous behaviour, 2 error.
 
-A load that fails, crashes, times out or is killed without a dangerous event is an error (2), never clean.
+A load that fails, crashes, times out or is killed without a dangerous event is an error (2), never clean. Clean
+means that nothing dangerous was observed by the in-process monitor (audit hooks) under the isolation the report
+lists. Without namespace isolation on this machine the run is refused (2) unless ``--no-isolation`` is given.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dlsec.errors import InputError
 @click.option("--fsize-mb", type=click.IntRange(1, 1 << 16), default=64, show_default=True,
               help="largest file, and size of the private tmpfs")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True)
-@click.option("--no-isolation", is_flag=True, help="no namespaces (audit hooks and resource limits only)")
+@click.option("--no-isolation", is_flag=True, help="no namespaces (audit hooks, seccomp and resource limits only); needed where namespaces are unavailable")
 @click.option("--keep-going", is_flag=True,
               help="record every event instead of stopping at the first dangerous one (isolation contains it)")
 @click.option("-v", "--verbose", is_flag=True, help="text format: list every event, not only dangerous ones")

@@ -1,4 +1,8 @@
-"""Text, JSON and SARIF 2.1.0 renderings of a sandbox run (:class:`dlsec.sandbox.SandboxReport`)."""
+"""Text, JSON and SARIF 2.1.0 renderings of a sandbox run (:class:`dlsec.sandbox.SandboxReport`).
+
+A ``clean`` verdict means that nothing dangerous was observed by an in-process monitor (audit hooks) under the
+isolation the report lists; it is no proof that the file is safe.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dlsec.sandbox.events import SandboxReport
 _RULES = {
     "process": "sandbox-process", "network": "sandbox-network", "file-write": "sandbox-file-write",
     "file": "sandbox-file-change", "code-eval": "sandbox-code-eval", "native": "sandbox-native-library",
-    "signal": "sandbox-signal", "other": "sandbox-other",
+    "signal": "sandbox-signal", "global": "sandbox-dangerous-global", "other": "sandbox-other",
 }  # fmt: skip
 _RULE_TEXT = {
     "sandbox-process": "the load started a process",
@@ -21,6 +25,7 @@ _RULE_TEXT = {
     "sandbox-code-eval": "the load evaluated code",
     "sandbox-native-library": "the load opened or called a native library",
     "sandbox-signal": "the load sent a signal",
+    "sandbox-dangerous-global": "the pickle fetched a global no model load needs (processes, code, interpreter)",
     "sandbox-other": "the load did something a model load never needs",
     "sandbox-error": "the load did not complete (never clean)",
 }
@@ -31,6 +36,9 @@ def text(report: SandboxReport, verbose: bool = False) -> str:
     r = report
     head = {"clean": "CLEAN", "dangerous": "DANGEROUS", "error": "ERROR"}[r.verdict]
     lines = [f"{head}  {r.path}  (loader {r.loader}, {r.seconds:.2f} s, child exit status {r.exit_status})"]
+    if r.verdict == "clean":
+        lines.append("clean: the load completed and nothing dangerous was observed by the in-process monitor "
+                     "(audit hooks) under the isolation listed below; no proof that the file is safe")  # fmt: skip
     if r.blocked:
         lines.append(f"stopped at: [{r.blocked.kind}] {r.blocked.name} {r.blocked.detail}")
     for e in r.events:

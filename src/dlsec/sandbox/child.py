@@ -1,21 +1,28 @@
 """The sandbox child: isolates itself, installs audit hooks, loads one file with one loader, reports on a pipe.
 
 Run by :mod:`dlsec.sandbox.runner` as ``python -I child.py --fd N --file PATH --loader NAME --tmp DIR ...``
-(possibly under ``unshare --user --map-root-user --net --mount``). It imports nothing from dlsec, so that it runs
-with the standard library and the loader's framework only. Steps, in order:
+(under ``unshare --user --map-root-user --net --mount --pid --fork --mount-proc --ipc`` unless the caller turned
+the namespaces off). It imports nothing from dlsec, so that it runs with the standard library and the loader's
+framework only. Steps, in order:
 
 1. import the loader's framework and load a tiny benign file of the same format (a warm-up: lazy imports and code
    generation of the framework happen here, before any hook, so a benign load shows no noise);
-2. isolation: inside the namespaces make every mount read-only (``mount_setattr``, recursively) and mount a small
-   tmpfs on the private folder; ``no_new_privs``; resource limits on address space, CPU time, file size, processes,
-   core dumps; the working directory, ``HOME`` and ``TMPDIR`` are the private folder;
+2. isolation: inside the namespaces make every mount read-only (``mount_setattr``, recursively), cover ``/tmp``,
+   ``/run``, ``/var/run`` and ``/dev/shm`` with empty read-only tmpfs mounts (the host's UNIX sockets there are out
+   of reach) and mount a small tmpfs on the private folder; ``no_new_privs``; resource limits on address space, CPU
+   time, file size, processes, core dumps; a seccomp filter that kills the child at fork, exec, a socket of the
+   UNIX or IP families and a signal to another process; the working directory, ``HOME`` and ``TMPDIR`` are the
+   private folder;
 3. ``sys.addaudithook``: every event the child cares about is sent as one JSON line on the pipe; at the first
    dangerous one the child writes it and ends with ``os._exit`` (raising inside a hook can be swallowed by the
-   payload), unless ``--keep-going`` asks to record everything and rely on the isolation alone;
+   payload), unless ``--keep-going`` asks to record everything and rely on the isolation alone. The hook, its tables
+   and the channel are closure state (:func:`make_monitor`, :func:`make_channel`): nothing the child's module names
+   changes them, and the pickle globals, events and introspection a payload would need to reach them are dangerous;
 4. the load; then ``done`` (or ``error``) on the pipe and ``os._exit`` (no atexit handlers, no finalisers).
 
-Audit hooks are no security boundary (a payload can reach the pipe, or native code that raises no event): the
-operating-system isolation is what contains a payload, the hooks are what explain it.
+Audit hooks are no security boundary (a payload's native code raises no event): the operating-system isolation is
+what contains a payload, the hooks are what explain it. A ``clean`` report means that this in-process monitor
+observed nothing dangerous under the isolation the report lists, no more.
 """
 
 from __future__ import annotations
@@ -23,11 +30,10 @@ from __future__ import annotations
 import argparse
 import ast
 import io
-import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 STOPPED = 86
 """Exit status of a child stopped at a dangerous event."""
@@ -36,184 +42,381 @@ SETUP_FAILED = 4
 MAX_DETAIL = 300
 MAX_EVENTS = 500
 
-PROCESS = {"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-           "pty.spawn", "os.startfile", "webbrowser.open", "_posixsubprocess.fork_exec"}  # fmt: skip
-SIGNAL = {"os.kill", "os.killpg", "signal.pthread_kill"}
-NETWORK_PREFIX = ("socket.", "urllib.", "http.client.", "ftplib.", "smtplib.", "poplib.", "imaplib.", "nntplib.",
-                  "telnetlib.")  # fmt: skip
-# events that change the file system: the positions of the arguments that are paths written to
-FILE_CHANGE = {
-    "os.remove": (0,), "os.rename": (0, 1), "os.mkdir": (0,), "os.rmdir": (0,), "os.chmod": (0,),
-    "os.chown": (0,), "os.link": (1,), "os.symlink": (1,), "os.truncate": (0,), "os.utime": (0,),
-    "os.setxattr": (0,), "os.removexattr": (0,), "os.chflags": (0,), "os.lchflags": (0,), "os.mkfifo": (0,),
-    "os.mknod": (0,), "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.copymode": (1,),
-    "shutil.copystat": (1,), "shutil.copytree": (1,), "shutil.move": (0, 1), "shutil.make_archive": (0,),
-    "shutil.unpack_archive": (1,), "tempfile.mkstemp": (0,), "tempfile.mkdtemp": (0,),
-}  # fmt: skip
-CODE_EVAL = {"exec", "compile", "code.__new__", "function.__new__", "marshal.loads", "marshal.load",
-             "cpython.run_command", "cpython.run_file", "cpython.run_module", "cpython.run_startup"}  # fmt: skip
-NATIVE = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.PyObj_FromPtr",
-          "ctypes.string_at", "ctypes.wstring_at", "ctypes.addressof"}  # fmt: skip
-OTHER_DANGEROUS = {"sys.addaudithook", "_thread.start_new_thread", "os.setuid", "os.setgid", "os.chroot",
-                   "os.add_dll_directory"}  # fmt: skip
-OTHER = {"os.putenv", "os.unsetenv", "sys.settrace", "sys.setprofile", "os.chdir", "os.listdir", "os.scandir",
-         "glob.glob", "os.walk", "mmap.__new__"}  # fmt: skip
-_AST = ast.__file__
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+# Everything the audit hook uses is closure state of the functions below (built once, when the hook is installed):
+# no module-level table, class or instance that a payload could rebind (a module's attributes and, in Python 3.11,
+# a class's attributes change without an audit event).
 
 
-class Channel:
-    """JSON lines on the pipe to the parent (bounded: past :data:`MAX_EVENTS` plain events are only counted)."""
+def make_channel(fd: int) -> tuple[Callable[[dict[str, Any]], None], Callable[[str, str, str, bool], None],
+                                   Callable[[], int]]:  # fmt: skip
+    """``(send, event, dropped)`` on the pipe ``fd``: JSON lines, bounded.
 
-    def __init__(self, fd: int) -> None:
-        self.fd, self.sent, self.dropped = fd, 0, 0
-        self._write, self._dumps = os.write, json.dumps  # bound now: a payload patching os or json changes nothing
+    ``send(msg)`` writes one message (best effort: a closed pipe is ignored); ``event(kind, name, detail,
+    dangerous)`` one event, where plain events past :data:`MAX_EVENTS` are dropped and counted (``dropped()``) and
+    dangerous ones always sent. The encoder is a closure over builtins bound now, not ``json.dumps`` (whose encoder
+    class a payload could patch).
+    """
+    import json.encoder
 
-    def send(self, msg: dict[str, Any]) -> None:
-        """Write one message (best effort: a closed pipe is ignored)."""
-        data = (self._dumps(msg) + "\n").encode()
+    write, esc = os.write, json.encoder.encode_basestring_ascii
+    type_, str_, int_, float_, bool_ = type, str, int, float, bool
+    list_, tuple_, dict_ = list, tuple, dict
+    state = [0, 0]  # sent, dropped
+    limit, max_detail = MAX_EVENTS, MAX_DETAIL
+
+    def enc(v: Any) -> str:
+        t = type_(v)
+        if v is None or t is bool_:
+            return "null" if v is None else ("true" if v else "false")
+        if t is int_:
+            return int_.__repr__(v)
+        if t is float_:
+            return float_.__repr__(v)
+        if t is str_:
+            return esc(v)
+        if t is list_ or t is tuple_:
+            return "[" + ", ".join([enc(x) for x in v]) + "]"
+        if t is dict_:
+            return "{" + ", ".join([esc(str_(k)) + ": " + enc(x) for k, x in dict_.items(v)]) + "}"
+        return esc("<" + t.__name__ + ">")
+
+    def send(msg: dict[str, Any]) -> None:
+        data = (enc(msg) + "\n").encode()
         try:
             while data:
-                data = data[self._write(self.fd, data) :]
+                data = data[write(fd, data) :]
         except OSError:
             pass
 
-    def event(self, kind: str, name: str, detail: str, dangerous: bool) -> None:
-        """One event; plain events past the bound are dropped and counted, dangerous ones always sent."""
-        if self.sent >= MAX_EVENTS and not dangerous:
-            self.dropped += 1
+    def event(kind: str, name: str, detail: str, dangerous: bool) -> None:
+        if state[0] >= limit and not dangerous:
+            state[1] += 1
             return
-        self.sent += 1
-        self.send({"t": "event", "kind": kind, "name": name, "detail": detail[:MAX_DETAIL], "dangerous": dangerous})
+        state[0] += 1
+        send({"t": "event", "kind": kind, "name": name, "detail": detail[:max_detail], "dangerous": dangerous})
+
+    def dropped() -> int:
+        return state[1]
+
+    return send, event, dropped
 
 
-def _text(args: tuple[Any, ...]) -> str:
-    parts = []
-    for a in args:
-        if isinstance(a, (str, bytes, int, float, tuple, list)) or a is None:
-            r = repr(a)
-        elif hasattr(a, "co_name"):  # a code object
-            r = f"<code {a.co_name} from {getattr(a, 'co_filename', '?')}>"
-        else:
-            r = f"<{type(a).__name__}>"
-        parts.append(r[:200])
-    return ", ".join(parts)[:MAX_DETAIL]
+def make_monitor(
+    event: Callable[[str, str, str, bool], None], send: Callable[[dict[str, Any]], None], dropped: Callable[[], int],
+    tmp: str, model: str, keep_going: bool,
+) -> tuple[Callable[[str, tuple[Any, ...]], None], Callable[[str, tuple[Any, ...]], tuple[str, bool, str] | None]]:  # fmt: skip
+    """``(hook, classify)``: the audit hook (for ``sys.addaudithook``) and its classification of one event.
 
+    ``classify(event, args)`` is ``(kind, dangerous, detail)`` for an event worth reporting, ``None`` otherwise. The
+    hook sends each such event (plain ones once), and at the first dangerous one sends ``blocked`` and ends the child
+    with ``os._exit`` unless ``keep_going``. Every table, helper and builtin the hook uses is bound here, in its
+    closure: once installed, nothing reachable by name from the child's module changes what it does.
+    """
+    import pathlib
+    import re
+    import stat
+    import types
 
-class Monitor:
-    """The audit hook: classifies events, sends them, stops the child at the first dangerous one."""
+    # bound now: the hook reads no module attribute at call time
+    realpath, join, getcwd, fsdecode, fspath = os.path.realpath, os.path.join, os.getcwd, os.fsdecode, os.fspath
+    os_stat, s_isdir, readlink, exit_, getframe = os.stat, stat.S_ISDIR, os.readlink, os._exit, sys._getframe
+    sys_modules, sep, devnull = sys.modules, os.sep, os.devnull
+    type_, isinstance_, repr_, str_, len_, any_, tuple_, int_ = type, isinstance, repr, str, len, any, tuple, int
+    bytes_, float_, list_, bool_, frozenset_, set_ = bytes, float, list, bool, frozenset, set
+    module_t, function_t, builtin_t, type_t = types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type
+    mt, tt = cast(Any, types.ModuleType), cast(Any, type)
+    module_dict = mt.__dict__["__dict__"].__get__
+    type_dict, type_mro, type_module = tt.__dict__["__dict__"].__get__, tt.__dict__["__mro__"].__get__, tt.__dict__["__module__"].__get__
+    fd_dir = re.compile(r"^/(proc/(self|thread-self|\d+)(/task/\d+)?/(fd|fdinfo)|dev/fd)(/|$)").match
+    own_file, own_module, ast_file = __file__, __name__, _AST
+    o_write = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    o_dir = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
 
-    def __init__(self, channel: Channel, tmp: str, model: str, keep_going: bool) -> None:
-        self.channel, self.keep_going = channel, keep_going
-        self.tmp = os.path.realpath(tmp)
-        self.model = os.path.realpath(model)
-        self.prefixes = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-        self.busy = False
-        self.seen: set[tuple[str, str]] = set()
-        self._exit = os._exit
+    tmp, model = realpath(tmp), realpath(model)
+    prefixes = tuple_({realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    process = frozenset_({"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                          "os.forkpty", "pty.spawn", "os.startfile", "webbrowser.open",
+                          "_posixsubprocess.fork_exec"})  # fmt: skip
+    signal_ = frozenset_({"os.kill", "os.killpg", "signal.pthread_kill", "signal.pidfd_send_signal"})
+    network_prefix = ("socket.", "urllib.", "http.client.", "ftplib.", "smtplib.", "poplib.", "imaplib.",
+                      "nntplib.", "telnetlib.", "ssl.")  # fmt: skip
+    # events that change the file system: positions of the paths written to, and of the dir_fd arguments
+    file_change = {
+        "os.remove": ((0,), (1,)), "os.rename": ((0, 1), (2, 3)), "os.mkdir": ((0,), (2,)), "os.rmdir": ((0,), (1,)),
+        "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.link": ((0, 1), (2, 3)), "os.symlink": ((1,), (2,)),
+        "os.truncate": ((0,), ()), "os.utime": ((0,), (3,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
+        "os.chflags": ((0,), ()), "os.lchflags": ((0,), ()), "os.mkfifo": ((0,), (2,)), "os.mknod": ((0,), (3,)),
+        "shutil.rmtree": ((0,), (1,)), "shutil.copyfile": ((1,), ()), "shutil.copymode": ((1,), ()),
+        "shutil.copystat": ((1,), ()), "shutil.copytree": ((1,), ()), "shutil.move": ((0, 1), ()),
+        "shutil.make_archive": ((0,), ()), "shutil.unpack_archive": ((1,), ()), "tempfile.mkstemp": ((0,), ()),
+        "tempfile.mkdtemp": ((0,), ()),
+    }  # fmt: skip
+    code_eval = frozenset_({"exec", "compile", "code.__new__", "function.__new__", "marshal.loads", "marshal.load",
+                            "marshal.dumps", "cpython.run_command", "cpython.run_file", "cpython.run_module",
+                            "cpython.run_startup", "cpython.run_interactivehook"})  # fmt: skip
+    # reaching the interpreter's internals: the hook's own state, frames, every object
+    introspect = frozenset_({"sys._getframe", "sys._current_frames", "sys._current_exceptions", "gc.get_objects",
+                             "gc.get_referrers", "gc.get_referents", "object.__getattr__", "sys.settrace",
+                             "sys.setprofile", "sys._setprofileallthreads", "sys._settraceallthreads"})  # fmt: skip
+    other_dangerous = frozenset_({"sys.addaudithook", "_thread.start_new_thread", "os.setuid", "os.setgid",
+                                  "os.chroot", "os.add_dll_directory", "sys.unraisablehook",
+                                  "sys.excepthook"})  # fmt: skip
+    other = frozenset_({"os.putenv", "os.unsetenv", "os.chdir", "glob.glob", "os.walk", "mmap.__new__"})
+    # pickle.find_class: modules whose every global is dangerous, and dangerous globals of other modules
+    bad_modules = frozenset_({"__main__", own_module, "sys", "os", "posix", "nt", "subprocess", "_posixsubprocess",
+                              "socket", "_socket", "ctypes", "_ctypes", "importlib", "runpy", "gc", "sqlite3",
+                              "_sqlite3", "shutil", "pty", "signal", "_signal", "code", "codeop", "marshal",
+                              "multiprocessing", "_multiprocessing", "_thread", "webbrowser", "commands",
+                              "popen2", "ssl", "_ssl", "urllib", "http", "ftplib", "smtplib", "telnetlib",
+                              "dlsec"})  # fmt: skip
+    bad_names = frozenset_(
+        {f"{m}.{n}" for m in ("builtins", "__builtin__") for n in ("getattr", "setattr", "delattr", "exec", "eval",
+         "compile", "__import__", "open", "globals", "vars", "locals", "breakpoint", "input", "execfile", "file")}
+        | {"types.FunctionType", "types.CodeType", "types.LambdaType", "types.ModuleType", "operator.attrgetter",
+           "operator.methodcaller", "io.open", "_io.open", "io.FileIO", "_io.FileIO", "io.open_code", "codecs.open",
+           "_operator.attrgetter", "_operator.methodcaller", "pickle.loads", "pickle.load", "_pickle.loads",
+           "_pickle.load"})  # fmt: skip
+    alias_parts = frozenset_({"sys", "_sys", "os", "_os", "modules", "builtins", "_builtins", "posixpath", "ntpath",
+                              "subprocess", "importlib", "_bootstrap", "_bootstrap_external", "ctypes"})  # fmt: skip
+    dunder_ok = frozenset_({"__newobj__", "__newobj_ex__"})
+    bad_objects = tuple_(o for o in (getattr, setattr, delattr, exec, eval, compile, __import__, open, globals, vars,
+                                     locals, breakpoint, input, types.FunctionType, types.CodeType,
+                                     types.ModuleType))  # fmt: skip
+    missing, getattr_, code_t = object(), getattr, types.CodeType
+    pure_path, dir_entry = pathlib.PurePath, os.DirEntry
+    max_detail, stopped = MAX_DETAIL, STOPPED
+    busy = [False]
+    seen: set[tuple[str, str]] = set_()
 
-    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
-        if self.busy:
-            return
-        self.busy = True
-        try:
-            verdict = self.classify(event, args)
-            if verdict is None:
-                return
-            kind, dangerous, detail = verdict
-            if not dangerous:
-                if (event, detail) in self.seen:
-                    return
-                self.seen.add((event, detail))
-            self.channel.event(kind, event, detail, dangerous)
-            if dangerous and not self.keep_going:
-                self.channel.send({"t": "blocked", "dropped": self.channel.dropped})
-                self._exit(STOPPED)
-        except Exception as exc:  # noqa: BLE001  (a hook must never raise into the payload's code)
-            self.channel.send({"t": "hook-error", "error": f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]})
-        finally:
-            self.busy = False
+    def text(args: Any, depth: int = 0) -> str:  # noqa: C901
+        """Bounded text of arguments: only plain values are rendered (no payload ``__repr__`` runs in the hook)."""
+        parts = []
+        for a in args:
+            t = type_(a)
+            if t is str_ or t is bytes_ or t is int_ or t is float_ or t is bool_ or a is None:
+                r = repr_(a)
+            elif (t is tuple_ or t is list_) and depth < 3:
+                inner = text(a, depth + 1)
+                r = f"({inner})" if t is tuple_ else f"[{inner}]"
+            elif t is code_t:
+                r = f"<code {a.co_name} from {a.co_filename}>"
+            else:
+                r = f"<{t.__name__}>"
+            parts.append(r[:200])
+        return ", ".join(parts)[:max_detail]
 
-    def _path(self, p: Any) -> str | None:
-        if isinstance(p, bytes):
-            p = os.fsdecode(p)
-        elif hasattr(p, "__fspath__"):
-            p = os.fspath(p)
-        if not isinstance(p, str):
-            return None  # a file descriptor, or None
-        return os.path.realpath(os.path.join(os.getcwd(), p))
+    def path_of(p: Any) -> str | None:
+        t = type_(p)
+        if t is bytes_:
+            p = fsdecode(p)
+        elif t is int_:  # a descriptor: judged by what it is open on
+            try:
+                p = readlink(f"/proc/self/fd/{p}")
+            except OSError:
+                return "<unknown descriptor>"
+            return p if p.startswith("/") else "<not a file>"
+        elif t is not str_ and p is not None:
+            # only path types whose __fspath__ is known code: no payload-chosen code runs inside the hook (where
+            # its own events would go unseen); any other object is a path the hook cannot judge
+            if t is not dir_entry and not any_(k is pure_path for k in type_mro(t)):
+                return "<path object>"
+            p = fspath(p)
+        if type_(p) is not str_:
+            return None
+        return realpath(join(getcwd(), p))
 
-    def _inside_tmp(self, path: str) -> bool:
-        return path == self.tmp or path.startswith(self.tmp + os.sep)
+    def inside(path: str) -> bool:
+        return path == tmp or path.startswith(tmp + sep)
 
-    def _benign_origin(self, event: str) -> bool:
-        """Whether a code-evaluation or native-library event comes from installed code doing its usual work.
+    def benign_origin(event_name: str) -> bool:
+        """Whether the event comes from installed code doing its usual work (see :func:`make_monitor`'s notes).
 
         Two origins: the import of an installed module (its file under the interpreter's prefixes: dataclasses
-        and namedtuples compile code, extension modules open libraries), and ``ast.parse`` (``compile`` to a
-        syntax tree only, as ``ast.literal_eval`` in numpy's header parser does; compiling that tree to code raises
-        its own event). Only the import machinery's ``_load_unlocked`` frame counts, with the spec it loads: a
-        payload calling importlib's helpers directly, or importing a file it wrote, gets no exemption.
+        and namedtuples compile code, extension modules open libraries), and ``ast.parse`` (``compile`` to a syntax
+        tree only, as ``ast.literal_eval`` in numpy's header parser does). Only the import machinery's
+        ``_load_unlocked`` frame counts, with the spec it loads: a payload calling importlib's helpers directly, or
+        importing a file it wrote, gets no exemption.
         """
-        f = sys._getframe(1)
-        while f is not None and f.f_code.co_filename == __file__:
-            f = f.f_back  # type: ignore[assignment]
-        if f is not None and event == "compile" and f.f_code.co_name == "parse" and f.f_code.co_filename == _AST:
+        f: Any = getframe(1)
+        while f is not None and f.f_code.co_filename == own_file:
+            f = f.f_back
+        if f is not None and event_name == "compile" and f.f_code.co_name == "parse" and f.f_code.co_filename == ast_file:
             return True
         for _ in range(300):
             if f is None:
                 return False
             code = f.f_code
             if code.co_name == "_load_unlocked" and code.co_filename == "<frozen importlib._bootstrap>":
-                origin = getattr(f.f_locals.get("spec"), "origin", None)
+                origin: Any = getattr_(f.f_locals.get("spec"), "origin", None)
                 if origin in ("built-in", "frozen"):
                     return True
-                return isinstance(origin, str) and os.path.realpath(origin).startswith(self.prefixes)
-            f = f.f_back  # type: ignore[assignment]
+                return type_(origin) is str_ and realpath(origin).startswith(prefixes)
+            f = f.f_back
         return False
 
-    def classify(self, event: str, args: tuple[Any, ...]) -> tuple[str, bool, str] | None:
-        """``(kind, dangerous, detail)`` for an event worth reporting, ``None`` otherwise."""
-        if event in PROCESS:
-            return "process", True, _text(args)
-        if event.startswith(NETWORK_PREFIX):
-            return "network", True, _text(args)
-        if event == "open":
-            return self._open(args)
-        if event in FILE_CHANGE:
-            paths = [self._path(args[i]) for i in FILE_CHANGE[event] if i < len(args)]
-            outside = [p for p in paths if p is not None and not self._inside_tmp(p)]
-            return "file", bool(outside), _text(args)
-        if event in CODE_EVAL or event in NATIVE:
-            # installed modules imported during the load compile code (dataclasses, namedtuples) and open libraries
-            if not self._benign_origin(event):
-                return ("code-eval" if event in CODE_EVAL else "native"), True, _text(args[:2])
-            # imports are recorded on their own; a library an imported module opens is worth a line
-            return ("native", False, _text(args[:2])) if event in NATIVE else None
-        if event in SIGNAL:
-            return "signal", True, _text(args)
-        if event == "import":
-            return "import", False, str(args[0])
-        if event == "pickle.find_class":
-            return "import", False, f"{args[0]}.{args[1]}"
-        if event in OTHER_DANGEROUS:
-            return "other", True, _text(args[:3])
-        if event in OTHER:
-            return "other", False, _text(args[:2])
-        return None
+    def resolve(module: str, name: str) -> list[Any]:
+        """The objects ``find_class(module, name)`` walks through, where ``module`` is imported (no code runs)."""
+        cur: Any = sys_modules.get(module)
+        if cur is None:
+            return []
+        out = []
+        for part in name.split("."):
+            if isinstance_(cur, module_t):
+                cur = module_dict(cur).get(part, missing)
+            elif isinstance_(cur, type_t):
+                for k in type_mro(cur):
+                    d = type_dict(k)
+                    if part in d:
+                        cur = d[part]
+                        break
+                else:
+                    cur = missing
+            else:
+                break
+            if cur is missing:
+                break
+            out.append(cur)
+        return out
 
-    def _open(self, args: tuple[Any, ...]) -> tuple[str, bool, str] | None:
-        path = self._path(args[0])
+    def bad_global(module: str, name: str) -> bool:
+        if type_(module) is not str_ or type_(name) is not str_:
+            return True
+        if module.split(".")[0] in bad_modules or module in bad_modules or f"{module}.{name}" in bad_names:
+            return True
+        for part in name.split("."):
+            if part in alias_parts or (part.startswith("__") and part.endswith("__") and part not in dunder_ok):
+                return True
+        for obj in resolve(module, name):
+            if isinstance_(obj, module_t) or any_(obj is b for b in bad_objects):
+                return True
+            t = type_(obj)
+            mod: Any = None
+            if t is function_t or t is builtin_t:
+                mod = obj.__module__
+            elif isinstance_(obj, type_t):
+                mod = module_of(obj)
+            if type_(mod) is str_ and (mod.split(".")[0] in bad_modules or mod in bad_modules):
+                return True
+        return False
+
+    def own_object(obj: Any) -> bool:
+        """A module, or a class or function of this file: what the hook's own code is made of."""
+        if isinstance_(obj, module_t):
+            return True
+        if type_(obj) is function_t:
+            return obj.__code__.co_filename == own_file or obj.__module__ == own_module
+        if isinstance_(obj, type_t):
+            return module_of(obj) == own_module
+        return False
+
+    def module_of(cls: Any) -> Any:
+        try:
+            return type_module(cls)
+        except AttributeError:  # a class without ``__module__``
+            return None
+
+    def open_event(args: tuple[Any, ...]) -> tuple[str, bool, str] | None:
+        if not args or type_(args[0]) is int_:
+            return None  # open() of a descriptor: its opening was the event
+        path = path_of(args[0])
         if path is None:
             return None
-        mode, flags = (args[1], args[2]) if len(args) >= 3 else (None, 0)
-        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)
+        mode: Any = args[1] if len_(args) >= 3 else None
+        flags: Any = args[2] if len_(args) >= 3 else 0
+        flags = flags if type_(flags) is int_ else 0
+        if fd_dir(path):  # the descriptors of this process: the report pipe among them
+            return "other", True, f"{path} (the process's descriptors)"
+        writes = any_(c in mode for c in "wax+") if type_(mode) is str_ else bool_(flags & o_write)
         if writes:
-            inside = self._inside_tmp(path) or path == os.devnull
-            return "file-write", not inside, f"{path} (mode {mode if mode is not None else oct(flags or 0)})"
-        if path == self.model or path.startswith(self.prefixes) or path.endswith((".py", ".pyc", ".so")):
+            ok = inside(path) or path == devnull
+            return "file-write", not ok, f"{path} (mode {mode if mode is not None else oct(flags)})"
+        if mode is None and not inside(path):  # os.open: a directory descriptor makes dir_fd paths escape checks
+            try:
+                is_dir = bool_(flags & o_dir) or s_isdir(os_stat(path).st_mode)
+            except OSError:
+                is_dir = bool_(flags & o_dir)
+            if is_dir:
+                return "file", True, f"{path} (a directory descriptor outside the private folder)"
+        if path == model or path.startswith(prefixes) or path.endswith((".py", ".pyc", ".so")):
             return None
         return "file-read", False, path
+
+    def classify(ev: str, args: tuple[Any, ...]) -> tuple[str, bool, str] | None:
+        if ev in process:
+            return "process", True, text(args)
+        if ev.startswith(network_prefix):
+            return "network", True, text(args)
+        if ev == "open":
+            return open_event(args)
+        if ev in file_change:
+            written, dir_fds = file_change[ev]
+            if any_(i < len_(args) and args[i] is not None and args[i] != -1 for i in dir_fds):
+                return "file", True, text(args) + " (a dir_fd: relative to a descriptor, out of the path checks)"
+            paths = [path_of(args[i]) for i in written if i < len_(args)]
+            return "file", any_(p is not None and not inside(p) for p in paths), text(args)
+        if ev in ("os.listdir", "os.scandir"):
+            p = path_of(args[0]) if args else None
+            if p is not None and fd_dir(p):
+                return "other", True, f"{p} (the process's descriptors)"
+            return "other", False, text(args[:1])
+        if ev == "pickle.find_class":
+            if len_(args) < 2 or type_(args[0]) is not str_ or type_(args[1]) is not str_:
+                return "global", True, text(args[:2])  # not what an unpickler passes
+            detail = f"{args[0]}.{args[1]}"[:max_detail]
+            if bad_global(args[0], args[1]):
+                return "global", True, detail
+            return "import", False, detail
+        if ev in ("object.__setattr__", "object.__delattr__"):
+            target = args[0] if args else None
+            name = args[1] if len_(args) > 1 else None
+            # a function's code swapped: dangerous unless an installed module does it while it is imported
+            swap = type_(target) is function_t and name == "__code__" and not benign_origin(ev)
+            if own_object(target) or swap:
+                return "other", True, f"{ev} on {text(args[:2])}"
+            return None
+        if ev in code_eval or ev.startswith("ctypes.") or ev in introspect or ev.startswith("sqlite3."):
+            # installed modules imported during the load compile code (dataclasses, namedtuples), open libraries
+            # and look at frames (typing, enum): that is their usual work
+            kind = "code-eval" if ev in code_eval else "native" if ev.startswith("ctypes.") else "other"
+            if ev.startswith("sqlite3.") or not benign_origin(ev):
+                return kind, True, text(args[:2])
+            return ("native", False, text(args[:2])) if kind == "native" else None
+        if ev in signal_:
+            return "signal", True, text(args)
+        if ev == "import":
+            return "import", False, str_(args[0])
+        if ev in other_dangerous:
+            return "other", True, text(args[:3])
+        if ev in other:
+            return "other", False, text(args[:2])
+        return None
+
+    def hook(ev: str, args: tuple[Any, ...]) -> None:
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            verdict = classify(ev, args)
+            if verdict is None:
+                return
+            kind, dangerous, detail = verdict
+            if not dangerous:
+                if (ev, detail) in seen:
+                    return
+                seen.add((ev, detail))
+            event(kind, ev, detail, dangerous)
+            if dangerous and not keep_going:
+                send({"t": "blocked", "dropped": dropped()})
+                exit_(stopped)
+        except Exception as exc:  # noqa: BLE001  (a hook must never raise into the payload's code)
+            send({"t": "hook-error", "error": f"{type_(exc).__name__}: {exc}"[:max_detail]})
+        finally:
+            busy[0] = False
+
+    return hook, classify
+
+
+_AST = ast.__file__
 
 
 # ------------------------------------------------------------------------------------------------- loaders
@@ -330,8 +533,23 @@ def _errno() -> str:
     return os.strerror(ctypes.get_errno())
 
 
-def read_only_root(tmp: str, tmpfs_mb: int) -> list[dict[str, Any]]:
-    """Inside a mount namespace: every mount read-only (recursively), then a fresh tmpfs on ``tmp``."""
+HIDDEN = ("/tmp", "/run", "/var/run", "/dev/shm")
+"""Folders a fresh empty tmpfs covers inside the mount namespace: the host's sockets, FIFOs and shared memory there
+are out of reach (a read-only mount does not stop a ``connect`` to a UNIX socket file)."""
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def read_only_root(tmp: str, tmpfs_mb: int, model: str = "") -> list[dict[str, Any]]:
+    """Inside a mount namespace: every mount read-only (recursively), host folders with sockets hidden, then a fresh
+    tmpfs on ``tmp``.
+
+    :data:`HIDDEN` folders (not a symbolic link, not holding the interpreter) get an empty tmpfs each, read-only
+    once the paths the child needs are in place: the private folder ``tmp`` (its tmpfs mounted at the same path) and
+    the ``model`` file (bind-mounted, read-only, at the same path, from a descriptor opened before).
+    """
     import ctypes
 
     libc = _libc()
@@ -339,17 +557,51 @@ def read_only_root(tmp: str, tmpfs_mb: int) -> list[dict[str, Any]]:
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
+    def rdonly(path: str, recursive: bool) -> int:
+        # mount_setattr(AT_FDCWD, path, AT_RECURSIVE?, &attr, sizeof attr): syscall 442 on every architecture
+        attr = MountAttr(1, 0, 0, 0)  # MOUNT_ATTR_RDONLY
+        return int(libc.syscall(442, -100, os.fsencode(path), 0x8000 if recursive else 0, ctypes.byref(attr),
+                                ctypes.sizeof(attr)))  # fmt: skip
+
     out = []
-    attr = MountAttr(1, 0, 0, 0)  # MOUNT_ATTR_RDONLY
-    # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof attr): syscall 442 on every architecture
-    rc = libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(attr), ctypes.sizeof(attr))
+    rc = rdonly("/", True)
     out.append({"name": "read-only filesystem", "in_force": rc == 0,
                 "detail": "every mount read-only except the private folder" if rc == 0
                 else f"mount_setattr failed: {_errno()}"})  # fmt: skip
+    model_fd = os.open(model, os.O_RDONLY | os.O_CLOEXEC) if model else -1
+    keep = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    hidden, skipped = [], []
+    try:
+        for d in HIDDEN:
+            if os.path.islink(d) or not os.path.isdir(d):
+                continue
+            if any(_under(k, d) for k in keep):
+                skipped.append(f"{d} (holds the interpreter)")
+                continue
+            if libc.mount(b"tmpfs", os.fsencode(d), b"tmpfs", 0, b"size=1m,mode=0755") != 0:
+                skipped.append(f"{d} ({_errno()})")
+                continue
+            hidden.append(d)
+            if model and _under(model, d):  # the model file, at its own path, read-only
+                os.makedirs(os.path.dirname(model), exist_ok=True)
+                os.close(os.open(model, os.O_WRONLY | os.O_CREAT, 0o400))
+                if libc.mount(f"/proc/self/fd/{model_fd}".encode(), os.fsencode(model), None, 0x1000, None) != 0:
+                    raise OSError(f"bind mount of the model failed: {_errno()}")  # MS_BIND
+                rdonly(model, False)
+            if _under(tmp, d):
+                os.makedirs(tmp, mode=0o700, exist_ok=True)
+    finally:
+        if model_fd >= 0:
+            os.close(model_fd)
     rc = libc.mount(b"tmpfs", os.fsencode(tmp), b"tmpfs", 0, f"size={tmpfs_mb}m,mode=0700".encode())
     out.append({"name": "private tmpfs", "in_force": rc == 0,
                 "detail": f"{tmpfs_mb} MiB tmpfs as cwd, HOME and TMPDIR" if rc == 0
                 else f"mount tmpfs failed: {_errno()}; a fresh folder instead"})  # fmt: skip
+    ro = all(rdonly(d, False) == 0 for d in hidden)
+    out.append({"name": "host sockets hidden", "in_force": bool(hidden) and ro and not skipped,
+                "detail": f"empty read-only tmpfs on {', '.join(hidden) or 'nothing'}"
+                + (f"; not hidden: {', '.join(skipped)}" if skipped else "")
+                + ("" if ro else "; not all read-only")})  # fmt: skip
     return out
 
 
@@ -396,48 +648,72 @@ def no_new_privs() -> dict[str, Any]:
     return {"name": "no_new_privs", "in_force": rc == 0, "detail": "" if rc == 0 else _errno()}
 
 
-# seccomp: (audit arch, syscalls that start a program or a process, clone, clone3) per architecture
+# seccomp, per architecture: audit arch; syscalls that always kill (fork, vfork, execve, execveat, ptrace,
+# process_vm_writev, tkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, pidfd_send_signal); clone; clone3;
+# socket; kill; tgkill
 _SECCOMP_ARCH = {
-    "x86_64": (0xC000003E, (57, 58, 59, 322), 56, 435),  # fork, vfork, execve, execveat
-    "aarch64": (0xC00000B7, (221, 281), 220, 435),  # execve, execveat (no fork or vfork)
+    "x86_64": (0xC000003E, (57, 58, 59, 322, 101, 311, 200, 129, 297, 434, 424), 56, 435, 41, 62, 234),
+    "aarch64": (0xC00000B7, (221, 281, 117, 271, 130, 138, 240, 434, 424), 220, 435, 198, 129, 131),
 }
 _RET_ALLOW, _RET_KILL_PROCESS, _RET_ENOSYS = 0x7FFF0000, 0x80000000, 0x00050000 | 38
 _CLONE_THREAD = 0x00010000
+_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6
 
 
-def seccomp_filter() -> list[tuple[int, int, int, int]]:
-    """The BPF program: kill the process at fork, vfork, execve, execveat and at clone without CLONE_THREAD.
+def seccomp_filter(pid: int, machine: str | None = None) -> list[tuple[int, int, int, int]]:
+    """The BPF program: kill the process at any syscall that starts a process or a program, opens a socket to the
+    outside or signals another process.
 
-    ``clone3`` (its flags are in memory, out of a filter's reach) answers ENOSYS, so that the C library falls back
-    to ``clone`` for threads. Instructions are ``(code, jt, jf, k)``; the filter is for this machine's architecture.
+    Killed: fork, vfork, execve, execveat, clone without CLONE_THREAD; ``socket`` of AF_UNIX, AF_INET, AF_INET6;
+    ``kill`` and ``tgkill`` of any process but ``pid`` (this one); tkill, rt_sigqueueinfo, rt_tgsigqueueinfo,
+    pidfd_open, pidfd_send_signal, ptrace, process_vm_writev. ``clone3`` (its flags are in memory, out of a
+    filter's reach) answers ENOSYS, so that the C library falls back to ``clone`` for threads. Instructions are
+    ``(code, jt, jf, k)``; the filter is for ``machine`` (this machine's architecture by default).
     """
     import platform
 
-    arch, deny, clone, clone3 = _SECCOMP_ARCH[platform.machine()]
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    n = len(deny)
-    # layout: 0 ld arch, 1 jeq arch, 2 ld nr, 3 jge x32, 4..4+n-1 jeq deny, then clone3, clone, ld flags, jset,
-    # allow, kill, enosys
-    allow = 4 + n + 4
-    kill, enosys = allow + 1, allow + 2
+    arch, deny, clone, clone3, socket, kill, tgkill = _SECCOMP_ARCH[machine or platform.machine()]
+    ld, jeq, jge, jset, ret, ja = 0x20, 0x15, 0x35, 0x45, 0x06, 0x05
+    # symbolic program: jump targets are labels, resolved below
+    prog: list[Any] = [
+        (ld, 0, 0, 4), (jeq, 0, "kill", arch), (ld, 0, 0, 0), (jge, "kill", 0, 0x40000000),
+        *[(jeq, "kill", 0, nr) for nr in deny],
+        (jeq, "enosys", 0, clone3), (jeq, "clone", 0, clone), (jeq, "socket", 0, socket),
+        (jeq, "pid", 0, kill), (jeq, "pid", 0, tgkill), (ret, 0, 0, _RET_ALLOW),
+        "clone", (ld, 0, 0, 16), (jset, "allow", "kill", _CLONE_THREAD),  # the low 32 bits of the first argument
+        "socket", (ld, 0, 0, 16), *[(jeq, "kill", 0, f) for f in _SOCKET_FAMILIES], (ja, 0, 0, "allow"),
+        "pid", (ld, 0, 0, 16), (jeq, "allow", "kill", pid & 0xFFFFFFFF),
+        "allow", (ret, 0, 0, _RET_ALLOW), "kill", (ret, 0, 0, _RET_KILL_PROCESS), "enosys", (ret, 0, 0, _RET_ENOSYS),
+    ]  # fmt: skip
+    labels: dict[str, int] = {}
+    at = 0
+    for item in prog:
+        if isinstance(item, str):
+            labels[item] = at
+        else:
+            at += 1
+    insns = [i for i in prog if not isinstance(i, str)]
+    out = []
+    for pc, (code, jt, jf, k) in enumerate(insns):
 
-    def to(target: int, at: int) -> int:
-        return target - at - 1
+        def rel(target: Any, pc: int = pc, limit: int = 1 << 32 if code == ja else 256) -> int:
+            if isinstance(target, str):
+                off = labels[target] - pc - 1
+                if not 0 <= off < limit:
+                    raise ValueError(f"seccomp jump out of range: {target}")
+                return off
+            return int(target)
 
-    prog = [(ld, 0, 0, 4), (jeq, 0, to(kill, 1), arch), (ld, 0, 0, 0), (jge, to(kill, 3), 0, 0x40000000)]
-    for i, nr in enumerate(deny):
-        prog.append((jeq, to(kill, 4 + i), 0, nr))
-    at = 4 + n
-    prog.append((jeq, to(enosys, at), 0, clone3))
-    prog.append((jeq, 0, to(allow, at + 1), clone))
-    prog.append((ld, 0, 0, 16))  # clone's flags (low 32 bits of the first argument)
-    prog.append((jset, to(allow, at + 3), to(kill, at + 3), _CLONE_THREAD))
-    prog += [(ret, 0, 0, _RET_ALLOW), (ret, 0, 0, _RET_KILL_PROCESS), (ret, 0, 0, _RET_ENOSYS)]
-    return prog
+        if code == ja:
+            out.append((code, 0, 0, rel(k)))
+        else:
+            out.append((code, rel(jt), rel(jf), k))
+    return out
 
 
 def no_processes() -> dict[str, Any]:
-    """Install :func:`seccomp_filter` (needs ``no_new_privs``): no new process or program, whatever the caller."""
+    """Install :func:`seccomp_filter` (needs ``no_new_privs``): no new process or program, no socket, no signal to
+    another process, whatever the caller."""
     import ctypes
     import platform
 
@@ -451,23 +727,27 @@ def no_processes() -> dict[str, Any]:
     class Prog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
 
-    insns = seccomp_filter()
+    insns = seccomp_filter(os.getpid())
     arr = (Insn * len(insns))(*[Insn(*i) for i in insns])
     prog = Prog(len(insns), arr)
     rc = _libc().prctl(22, 2, ctypes.byref(prog), 0, 0)  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
     return {"name": name, "in_force": rc == 0,
-            "detail": "fork, exec and non-thread clone kill the child (SIGSYS)" if rc == 0
+            "detail": "fork, exec, non-thread clone, sockets (unix, inet, inet6), signals to other processes and "
+            "ptrace kill the child (SIGSYS)" if rc == 0
             else f"prctl(PR_SET_SECCOMP) failed: {_errno()}"}  # fmt: skip
 
 
+_NS = ("user", "net", "mnt", "pid", "ipc")
+
+
 def namespaces(parent: str) -> dict[str, Any]:
-    """Whether the user, network and mount namespaces differ from the parent's (``parent``: ``user:..,net:..``)."""
+    """Whether the user, network, mount, PID and IPC namespaces differ from the parent's (``parent``: ``user=..``)."""
     theirs = dict(p.split("=", 1) for p in parent.split(",") if "=" in p)
-    mine = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("user", "net", "mnt")}
+    mine = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in _NS}
     new = [ns for ns in mine if theirs.get(ns) and theirs[ns] != mine[ns]]
-    ok = len(new) == 3
+    ok = len(new) == len(_NS)
     return {"name": "namespaces", "in_force": ok,
-            "detail": "new user, network (no interface up) and mount namespaces" if ok
+            "detail": "new user, network (no interface up), mount (own /proc), PID and IPC namespaces" if ok
             else f"new: {', '.join(new) or 'none'}"}  # fmt: skip
 
 
@@ -502,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent-uid", type=int, default=0)
     ap.add_argument("--keep-going", action="store_true")
     a = ap.parse_args(argv)
-    channel = Channel(_hide(a.fd))
+    send, event, dropped = make_channel(_hide(a.fd))
+    exit_ = os._exit
     sys.argv[1:] = []  # the pipe's number is no longer written anywhere a payload would look first
     try:
         warm_up(a.loader)
@@ -511,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
             ns = namespaces(a.parent_ns)
             iso.append(ns)
             if ns["in_force"]:
-                iso += read_only_root(a.tmp, a.fsize_mb)
+                iso += read_only_root(a.tmp, a.fsize_mb, a.file)
         if a.keep_going and sum(i["in_force"] for i in iso if i["name"] in _CONTAINED) != len(_CONTAINED):
             raise RuntimeError("keep-going without namespaces, a read-only file system and a private tmpfs")
         iso.append(no_new_privs())
@@ -522,19 +803,22 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.tempdir = a.tmp
         iso += limits(a.memory_mb, a.cpu_s, a.fsize_mb, a.parent_uid == 0)
         iso.append(no_processes())
-        channel.send({"t": "isolation", "items": iso})
-        sys.addaudithook(Monitor(channel, a.tmp, a.file, a.keep_going))
+        send({"t": "isolation", "items": iso})
+        load = LOADERS[a.loader]
+        hook = make_monitor(event, send, dropped, a.tmp, a.file, a.keep_going)[0]
+        sys.addaudithook(hook)
+        del hook  # the hook and its tables are reachable from its closure only
     except Exception as exc:  # noqa: BLE001
-        channel.send({"t": "error", "stage": "setup", "error": f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]})
-        os._exit(SETUP_FAILED)
+        send({"t": "error", "stage": "setup", "error": f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]})
+        exit_(SETUP_FAILED)
     try:
-        obj = LOADERS[a.loader](a.file)
+        obj = load(a.file)
     except BaseException as exc:  # noqa: BLE001  (SystemExit from a payload is a load failure too)
-        channel.send({"t": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"[:MAX_DETAIL],
-                      "dropped": channel.dropped})  # fmt: skip
-        os._exit(LOAD_FAILED)
-    channel.send({"t": "done", "loaded": type(obj).__name__, "dropped": channel.dropped})
-    os._exit(0)
+        send({"t": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"[:MAX_DETAIL],
+              "dropped": dropped()})  # fmt: skip
+        exit_(LOAD_FAILED)
+    send({"t": "done", "loaded": type(obj).__name__, "dropped": dropped()})
+    exit_(0)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("process", "file-write", "file-read", "file", "network", "import", "code-eval", "native", "signal", "other")
-"""Event kinds the child reports; ``file`` is a change other than a write (remove, rename, chmod, mkdir...)."""
+KINDS = ("process", "file-write", "file-read", "file", "network", "import", "global", "code-eval", "native", "signal",
+         "other")  # fmt: skip
+"""Event kinds the child reports; ``file`` is a change other than a write (remove, rename, chmod, mkdir...),
+``global`` a pickle global no model load needs (``os.system``, ``builtins.exec``, ``sys.modules``...)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class SandboxReport:
 
     ``verdict`` is ``dangerous`` when a dangerous event was seen (``blocked`` is the first one, where the child was
     stopped; ``None`` with ``keep_going``), ``clean`` only when the load completed with none, ``error`` otherwise (a
-    load failure, crash, timeout or kill is never clean). ``exit_status`` is the child's status (negative: the signal
+    load failure, crash, timeout, kill, malformed message or event stream past its bound is never clean). ``clean``
+    means that nothing dangerous was observed by an in-process monitor (Python audit hooks, which native code can
+    evade) under the isolation listed in ``isolation``: no proof that the file is safe. ``exit_status`` is the child's status (negative: the signal
     that ended it), ``None`` when it never ran; ``events_dropped`` counts events past the bound.
     """
 

@@ -31,7 +31,8 @@ CHILD = os.path.abspath(_child.__file__)
 
 @functools.cache
 def namespaces_available() -> str:
-    """``""`` when ``unshare --user --map-root-user --net --mount`` works here, else why not."""
+    """``""`` when ``unshare`` (user, network, mount with its own ``/proc``, PID, IPC namespaces) works here, else
+    why not."""
     exe = shutil.which("unshare")
     if exe is None or not sys.platform.startswith("linux"):
         return "no unshare binary (util-linux) or not Linux"
@@ -49,11 +50,11 @@ def namespaces_available() -> str:
 
 
 def _namespace_ids() -> str:
-    """This process's user, network and mount namespaces, for the child to check that its own differ."""
-    return ",".join(f"{ns}={os.readlink(f'/proc/self/ns/{ns}')}" for ns in ("user", "net", "mnt"))
+    """This process's namespaces (user, network, mount, PID, IPC), for the child to check that its own differ."""
+    return ",".join(f"{ns}={os.readlink(f'/proc/self/ns/{ns}')}" for ns in ("user", "net", "mnt", "pid", "ipc"))
 
 
-_UNSHARE = ("--user", "--map-root-user", "--net", "--mount", "--")
+_UNSHARE = ("--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--ipc", "--")
 
 
 def run_sandbox(
@@ -70,8 +71,14 @@ def run_sandbox(
 
     ``timeout`` is the wall-clock limit (the CPU limit is the same number of seconds), ``memory_mb`` the address
     space the load may add, ``fsize_mb`` the largest file (and the private tmpfs) it may write. ``isolation=False``
-    skips the namespaces (the resource limits and the audit hooks stay). ``keep_going`` records every event instead
-    of stopping at the first dangerous one: the isolation alone then contains the payload.
+    skips the namespaces (the resource limits, the seccomp filter and the audit hooks stay); with ``isolation=True``
+    (the default) a machine without the namespaces is refused with an :class:`InputError`, never run on the hooks
+    alone. ``keep_going`` records every event instead of stopping at the first dangerous one: the isolation alone
+    then contains the payload.
+
+    A ``clean`` verdict means that the load completed and that nothing dangerous was observed by an in-process
+    monitor (audit hooks, which a payload's native code can evade) under the isolation listed in the report; it is
+    no proof that the file is safe.
     """
     p = Path(path)
     if not p.exists():
@@ -93,10 +100,10 @@ def run_sandbox(
     if isolation:
         why = namespaces_available()
         if why:
-            iso.append(Isolation("namespaces", False, why))
-        else:
-            prefix = [str(shutil.which("unshare")), *_UNSHARE]
-            parent_ns = _namespace_ids()
+            raise InputError(f"no namespace isolation here ({why}); --no-isolation runs on the audit hooks, "
+                             "the seccomp filter and the resource limits alone")  # fmt: skip
+        prefix = [str(shutil.which("unshare")), *_UNSHARE]
+        parent_ns = _namespace_ids()
     else:
         iso.append(Isolation("namespaces", False, "disabled (--no-isolation)"))
     if keep_going and not parent_ns:
@@ -127,7 +134,7 @@ def run_sandbox(
             finally:
                 os.close(w)
             try:
-                data, timed_out = _read(r, proc, t0 + timeout)
+                data, timed_out, cut = _read(r, proc, t0 + timeout)
             finally:
                 _kill_group(proc)
                 proc.wait()
@@ -138,11 +145,12 @@ def run_sandbox(
         os.close(r)
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    return _report(str(p), ld.name, data, proc.returncode, timed_out, tail, iso, seconds, keep_going)
+    return _report(str(p), ld.name, data, proc.returncode, timed_out, tail, iso, seconds, keep_going, cut)
 
 
-def _read(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bool]:
-    """The child's messages until end of file or the deadline (then ``timed_out``); bounded."""
+def _read(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bool, bool]:
+    """The child's messages until end of file or the deadline (then ``timed_out``); bounded: past
+    :data:`MAX_CHANNEL_BYTES` the rest is drained and dropped (then ``cut``)."""
     chunks: list[bytes] = []
     total = 0
     with selectors.DefaultSelector() as sel:
@@ -150,15 +158,15 @@ def _read(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tuple[byte
         while True:
             left = deadline - time.perf_counter()
             if left <= 0:
-                return b"".join(chunks), True
+                return b"".join(chunks), True, total > MAX_CHANNEL_BYTES
             if not sel.select(min(left, 0.5)):
                 if proc.poll() is not None and not sel.select(0):
                     # the child is gone but a process it started holds the pipe: that is the end too
-                    return b"".join(chunks), False
+                    return b"".join(chunks), False, total > MAX_CHANNEL_BYTES
                 continue
             block = os.read(fd, 65536)
             if not block:
-                return b"".join(chunks), False
+                return b"".join(chunks), False, total > MAX_CHANNEL_BYTES
             if total < MAX_CHANNEL_BYTES:
                 chunks.append(block[: MAX_CHANNEL_BYTES - total])
             total += len(block)
@@ -170,54 +178,93 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _signal_name(n: int) -> str:
+    """``SIGKILL``, ``SIGRTMIN+6``, or ``signal 99``: never raises."""
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        lo, hi = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
+        return f"SIGRTMIN+{n - lo}" if lo <= n <= hi else f"signal {n}"
+
+
+def _count(v: object) -> int | None:
+    """A message's event count, or ``None`` when it is not a non-negative integer."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
 def _report(
     path: str, loader: str, data: bytes, status: int | None, timed_out: bool, tail: str, iso: list[Isolation],
-    seconds: float, keep_going: bool,
+    seconds: float, keep_going: bool, cut: bool = False,
 ) -> SandboxReport:  # fmt: skip
+    """The verdict from the child's messages and its exit status.
+
+    ``clean`` needs the child's ``done`` message, exit status 0, no error, no dangerous event, an event stream read
+    whole (``cut``: a stream past :data:`MAX_CHANNEL_BYTES` may hide events, whatever ``done`` says) and only well
+    formed messages; anything else without a dangerous event is an ``error``.
+    """
     events: list[SandboxEvent] = []
     blocked: SandboxEvent | None = None
-    done, error, loaded, dropped = False, "", "", 0
-    for line in data.splitlines():
+    done, error, loaded, dropped, malformed = False, "", "", 0, 0
+    lines = data.splitlines()
+    for n, line in enumerate(lines):
         try:
             msg = json.loads(line)
         except ValueError:
-            continue  # a cut last line (the channel bound), or junk a payload wrote
+            if not (cut and n == len(lines) - 1):  # the line cut at the bound is expected; junk is not
+                malformed += 1
+            continue
         if not isinstance(msg, dict):
+            malformed += 1
             continue
         t = msg.get("t")
         if t == "event":
             events.append(SandboxEvent(str(msg.get("kind", "")), str(msg.get("name", "")),
                                        str(msg.get("detail", "")), bool(msg.get("dangerous"))))  # fmt: skip
         elif t == "isolation":
-            iso += [Isolation(str(i.get("name")), bool(i.get("in_force")), str(i.get("detail", "")))
-                    for i in msg.get("items", []) if isinstance(i, dict)]  # fmt: skip
+            items = msg.get("items")
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                malformed += 1
+                continue
+            iso += [Isolation(str(i.get("name")), bool(i.get("in_force")), str(i.get("detail", ""))) for i in items]
         elif t == "blocked" and events and not keep_going:
             blocked = events[-1]
         elif t == "hook-error":  # the hook failed on an event: it may have missed one, so never clean
             events.append(SandboxEvent("other", "hook-error", str(msg.get("error", ""))[:300], False))
             error = error or "the audit hook failed on an event (see events)"
         elif t == "done":
-            done, loaded = True, str(msg.get("loaded", ""))
+            done, loaded = True, str(msg.get("loaded", ""))[:200]
         elif t == "error":
-            error = f"{msg.get('stage', '')} failed: {msg.get('error', '')}"
+            error = f"{msg.get('stage', '')} failed: {msg.get('error', '')}"[:1000]
             if "MemoryError" in error:
                 error += " (the address-space limit: raise --memory-mb)"
+        elif t is not None:
+            malformed += 1
         if t in ("blocked", "done", "error"):
-            dropped = int(msg.get("dropped", 0) or 0)
+            c = _count(msg.get("dropped", 0))
+            if c is None:
+                malformed += 1
+            else:
+                dropped = c
     if status == -signal.SIGSYS and any(i.name.startswith("seccomp") and i.in_force for i in iso):
         # only the seccomp filter sends SIGSYS (a payload's own os.kill is an audit event, stopped before)
-        blocked = SandboxEvent("process", "seccomp", "the kernel filter killed the child at fork, exec or clone "
-                               "(a process started without an audit event)", True)  # fmt: skip
+        blocked = SandboxEvent("process", "seccomp", "the kernel filter killed the child at fork, exec, clone, "
+                               "socket, a signal to another process or ptrace (no audit event before)",
+                               True)  # fmt: skip
         events.append(blocked)
         error = ""
     elif status is not None and status < 0:
-        why = "timed out" if timed_out else f"killed by signal {signal.Signals(-status).name}"
+        why = "timed out" if timed_out else f"killed by signal {_signal_name(-status)}"
         error = f"{why}" + (f" ({error})" if error else "")
     elif timed_out:
         error = "timed out"
     elif not done and not error and blocked is None:
         last = [ln for ln in tail.strip().splitlines() if ln.strip()]
         error = f"child ended with status {status} without a report" + (f": {last[-1][:200]}" if last else "")
+    if cut:
+        error = (f"the event stream passed its {MAX_CHANNEL_BYTES} byte bound: events may be missing"
+                 + (f"; {error}" if error else ""))  # fmt: skip
+    if malformed:
+        error = f"{malformed} malformed messages from the child (forged?)" + (f"; {error}" if error else "")
     dangerous = any(e.dangerous for e in events)
     if dangerous:
         verdict = "dangerous"
