@@ -29,6 +29,10 @@ def write_pickle(path: Path, obj: Any, protocol: int = 4) -> Path:
     return path
 
 
+ISOLATION = not namespaces_available()
+"""Namespaces in force where this machine has them; elsewhere (a CI container without user namespaces) the tests of
+the monitor run on the hooks and resource limits alone (``isolation=False``), and the tests of the isolation skip."""
+
 needs_namespaces = pytest.mark.skipif(
     bool(namespaces_available()), reason=f"no user/network/mount namespaces here: {namespaces_available()}"
 )

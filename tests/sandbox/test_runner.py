@@ -26,7 +26,7 @@ from dlsec.errors import InputError
 from dlsec.sandbox import run_sandbox, runner
 from dlsec.sandbox.child import _SECCOMP_ARCH, STOPPED
 
-from .conftest import Reduce, accepted, call, g, n, needs_namespaces, program, s, tup, write_pickle
+from .conftest import ISOLATION, Reduce, accepted, call, g, n, needs_namespaces, program, s, tup, write_pickle
 
 
 def _write_code(marker: Path) -> str:
@@ -35,7 +35,7 @@ def _write_code(marker: Path) -> str:
 
 def test_os_system_is_recorded_and_stops_the_child(tmp_path: Path) -> None:
     f = write_pickle(tmp_path / "m.pkl", Reduce(os.system, ("true",)))
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.loader == "pickle"
     assert rep.verdict == "dangerous" and rep.exit_code() == 1
     # the global the pickle resolves is dangerous itself: the child stops before the call
@@ -48,7 +48,7 @@ def test_os_system_is_recorded_and_stops_the_child(tmp_path: Path) -> None:
 def test_exec_writing_outside_is_stopped_before_the_write(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     f = write_pickle(tmp_path / "m.pkl", Reduce(builtins.exec, (_write_code(marker),)))
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.verdict == "dangerous"
     assert rep.blocked is not None and rep.blocked.kind == "global" and rep.blocked.detail == "builtins.exec"
     assert not marker.exists()
@@ -73,7 +73,7 @@ def test_keep_going_write_outside_is_recorded_and_the_read_only_fs_blocks_it(tmp
 
 def test_write_inside_the_private_folder_is_recorded_not_dangerous(tmp_path: Path) -> None:
     f = write_pickle(tmp_path / "m.pkl", Reduce(Path.write_text, (Path("inside.txt"), "x")))
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     writes = [e for e in rep.events if e.kind == "file-write"]
     assert len(writes) == 1 and not writes[0].dangerous and writes[0].detail.split(" (")[0].endswith("/inside.txt")
     assert rep.verdict == "clean"
@@ -84,7 +84,7 @@ def _connect(port: int) -> Reduce:
     return Reduce(socket.create_connection, (("127.0.0.1", port), 2))
 
 
-@pytest.mark.parametrize("isolation", [True, False])
+@pytest.mark.parametrize("isolation", [pytest.param(True, marks=needs_namespaces), False])
 def test_connect_is_stopped_before_the_network(tmp_path: Path, listener: socket.socket, isolation: bool) -> None:
     port = listener.getsockname()[1]
     f = write_pickle(tmp_path / "m.pkl", _connect(port))
@@ -112,7 +112,7 @@ def test_keep_going_connect_is_recorded_and_killed_at_the_socket(tmp_path: Path,
 def test_popen_is_recorded_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "popen-marker"
     f = write_pickle(tmp_path / "m.pkl", Reduce(subprocess.Popen, (["touch", str(marker)],)))
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.blocked is not None and rep.blocked.detail == "subprocess.Popen"
     time.sleep(0.05)
     assert not marker.exists()
@@ -120,7 +120,7 @@ def test_popen_is_recorded_and_never_runs(tmp_path: Path) -> None:
 
 def test_ctypes_library_is_recorded(tmp_path: Path) -> None:
     f = write_pickle(tmp_path / "m.pkl", Reduce(ctypes.CDLL, ("libc.so.6",)))
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.blocked is not None and rep.blocked.kind == "global" and rep.blocked.detail == "ctypes.CDLL"
 
 
@@ -128,14 +128,14 @@ def test_torch_checkpoint_with_payload_and_benign_state_dict(tmp_path: Path) -> 
     marker = tmp_path / "torch-marker"
     bad = tmp_path / "bad.pt"
     torch.save({"w": torch.zeros(3), "cfg": Reduce(os.system, (f"touch {marker}",))}, bad)
-    rep = run_sandbox(bad)
+    rep = run_sandbox(bad, isolation=ISOLATION)
     assert rep.loader == "torch"
     assert rep.blocked is not None and rep.blocked.detail == f"{os.system.__module__}.system"
     assert not marker.exists()
 
     good = tmp_path / "good.pt"
     torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).state_dict(), good)
-    rep = run_sandbox(good)
+    rep = run_sandbox(good, isolation=ISOLATION)
     assert rep.verdict == "clean" and rep.exit_code() == 0, rep
     assert rep.dangerous == () and rep.loaded == "OrderedDict" and rep.exit_status == 0
 
@@ -143,18 +143,18 @@ def test_torch_checkpoint_with_payload_and_benign_state_dict(tmp_path: Path) -> 
 def test_numpy_benign_and_object_array_payload(tmp_path: Path) -> None:
     good = tmp_path / "a.npy"
     np.save(good, np.arange(10, dtype=np.float32))
-    rep = run_sandbox(good)
+    rep = run_sandbox(good, isolation=ISOLATION)
     assert rep.loader == "numpy" and rep.verdict == "clean" and rep.loaded == "ndarray"
     bad = tmp_path / "b.npz"
     np.savez(bad, x=np.arange(3), y=np.array([Reduce(os.system, ("true",)), 1], dtype=object))
-    rep = run_sandbox(bad)
+    rep = run_sandbox(bad, isolation=ISOLATION)
     assert rep.verdict == "dangerous" and rep.blocked is not None and rep.blocked.detail.endswith(".system")
 
 
 def test_load_failure_is_an_error_not_clean(tmp_path: Path) -> None:
     f = tmp_path / "cut.pkl"
     f.write_bytes(pickle.dumps({"a": list(range(100))}, protocol=4)[:-20])
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.verdict == "error" and rep.exit_code() == 2
     assert rep.error.startswith("load failed:")
 
@@ -162,7 +162,7 @@ def test_load_failure_is_an_error_not_clean(tmp_path: Path) -> None:
 def test_timeout_kills_the_child_and_is_an_error(tmp_path: Path) -> None:
     f = write_pickle(tmp_path / "m.pkl", Reduce(time.sleep, (30,)))
     t0 = time.perf_counter()
-    rep = run_sandbox(f, timeout=1.5)
+    rep = run_sandbox(f, timeout=1.5, isolation=ISOLATION)
     assert time.perf_counter() - t0 < 10
     assert rep.verdict == "error" and "timed out" in rep.error and rep.exit_status is not None
     assert rep.exit_status < 0
@@ -182,10 +182,10 @@ def test_bad_inputs(tmp_path: Path) -> None:
 
 def test_memory_limit_stops_a_large_allocation(tmp_path: Path) -> None:
     f = write_pickle(tmp_path / "m.pkl", Reduce(bytes, (1 << 30,)))  # calloc: no page is touched
-    rep = run_sandbox(f, memory_mb=64)
+    rep = run_sandbox(f, memory_mb=64, isolation=ISOLATION)
     assert rep.verdict == "error" and "MemoryError" in rep.error and "--memory-mb" in rep.error
     assert any(i.name == "RLIMIT_AS" and i.in_force for i in rep.isolation)
-    assert run_sandbox(f, memory_mb=2048).verdict == "clean"  # the same file within the limit loads
+    assert run_sandbox(f, memory_mb=2048, isolation=ISOLATION).verdict == "clean"  # the same file within the limit loads
 
 
 def test_joblib_compressed_payload_and_benign_safetensors(tmp_path: Path) -> None:
@@ -195,11 +195,11 @@ def test_joblib_compressed_payload_and_benign_safetensors(tmp_path: Path) -> Non
 
     bad = tmp_path / "model.gz"
     bad.write_bytes(gzip.compress(pickle.dumps(Reduce(os.system, ("true",)), protocol=4)))
-    rep = run_sandbox(bad)
+    rep = run_sandbox(bad, isolation=ISOLATION)
     assert rep.loader == "joblib" and rep.blocked is not None and rep.blocked.detail.endswith(".system")
     good = tmp_path / "m.safetensors"
     save_file({"w": np.ones((2, 2), np.float32)}, str(good))
-    rep = run_sandbox(good)
+    rep = run_sandbox(good, isolation=ISOLATION)
     assert rep.loader == "safetensors" and rep.verdict == "clean" and rep.loaded == "dict"
 
 
@@ -236,15 +236,16 @@ def test_exec_through_the_import_machinery_gets_no_exemption(tmp_path: Path) -> 
     import importlib._bootstrap as bootstrap
 
     f = write_pickle(tmp_path / "m.pkl", Reduce(bootstrap._call_with_frames_removed, (builtins.exec, "x = 1")))  # type: ignore[attr-defined]
-    rep = run_sandbox(f)
+    rep = run_sandbox(f, isolation=ISOLATION)
     assert rep.verdict == "dangerous" and rep.blocked is not None and rep.blocked.kind == "global"
-    rep = run_sandbox(f, keep_going=True)
-    assert [e.kind for e in rep.dangerous][:2] == ["global", "code-eval"]
+    if ISOLATION:  # --keep-going needs the namespaces
+        rep = run_sandbox(f, keep_going=True)
+        assert [e.kind for e in rep.dangerous][:2] == ["global", "code-eval"]
     # the benign counterpart: importing an installed module that compiles code at import (namedtuple) is clean
     import sched
 
     g = write_pickle(tmp_path / "g.pkl", Reduce(sched.scheduler, ()))
-    rep = run_sandbox(g)
+    rep = run_sandbox(g, isolation=ISOLATION)
     assert rep.verdict == "clean", rep
     assert any(e.kind == "import" and e.detail == "sched" for e in rep.events)
 
@@ -281,7 +282,7 @@ def test_rebinding_the_child_module_does_not_blind_the_monitor(tmp_path: Path) -
     junk = [call(g("builtins", "setattr"), b"g0\n", s(name), tup(s("zzz."))) for name in _TABLES]
     f = tmp_path / "m.pkl"
     f.write_bytes(program(main, *junk, call(g("builtins", "exec"), s(_write_code(marker)))))
-    rep = run_sandbox(f)  # stopped at the first dangerous global
+    rep = run_sandbox(f, isolation=ISOLATION)  # stopped at the first dangerous global
     assert rep.verdict == "dangerous" and rep.blocked is not None and rep.blocked.detail == "builtins.getattr"
     rep = run_sandbox(f, keep_going=True)  # the payload goes on: the hook still sees all it does after the rebinding
     kinds = [e.kind for e in rep.dangerous]
