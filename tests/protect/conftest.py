@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from dlsec.protect import Passphrase, RawKey, generate_signing_key
+from dlsec.protect.container import MAGIC, read_header
 
 FAST_ARGON2 = {"memory_kib": 8 * 1024, "iterations": 1, "lanes": 1}
 
@@ -52,3 +56,12 @@ def st_file(tmp_path: Path) -> Path:
     p = tmp_path / "model.safetensors"
     make_safetensors(p)
     return p
+
+
+def edit_header(blob: bytes, edit) -> bytes:
+    """An encrypted file with its header JSON edited by ``edit(doc)`` and re-encoded (chunks untouched)."""
+    h = read_header(io.BytesIO(blob))
+    doc = json.loads(blob[12 : h.data_offset])
+    edit(doc)
+    body = json.dumps(doc).encode()
+    return MAGIC + struct.pack(">I", len(body)) + body + blob[h.data_offset :]

@@ -18,7 +18,7 @@ from dlsec.errors import DlsecError, InputError, KeyMismatchError, VerificationE
 from dlsec.protect import RawKey, decrypt_bytes, decrypt_file, rewrap_file
 from dlsec.protect.container import MAGIC, TAG, encrypt_file, encrypt_stream, read_header
 
-from .conftest import fast_passphrase, make_safetensors
+from .conftest import edit_header, fast_passphrase, make_safetensors
 
 CHUNK = 1024
 
@@ -133,12 +133,6 @@ def test_chunks_from_another_file_under_the_same_key(kek):
     _rejected(ha + cb[0] + b"".join(ca[1:]), [kek])
 
 
-def _edit_header(blob: bytes, edit) -> bytes:
-    h = read_header(io.BytesIO(blob))
-    doc = json.loads(blob[12 : h.data_offset])
-    edit(doc)
-    body = json.dumps(doc).encode()
-    return MAGIC + struct.pack(">I", len(body)) + body + blob[h.data_offset :]
 
 
 def test_metadata_edits_are_rejected_even_when_consistent(sample, kek):
@@ -153,7 +147,7 @@ def test_metadata_edits_are_rejected_even_when_consistent(sample, kek):
         d["meta"]["file_id"] = "00" * 16
 
     for edit in (set_table, bump_size, swap_file_id):
-        err = _rejected(_edit_header(sample, edit), [kek])
+        err = _rejected(edit_header(sample, edit), [kek])
         assert isinstance(err, VerificationError)
 
 
@@ -165,7 +159,7 @@ def test_tensor_table_is_bound(tmp_path, kek):
     def other_table(d):
         d["meta"]["tensor_table_sha256"] = hashlib.sha256(b"another table").hexdigest()
 
-    err = _rejected(_edit_header(blob, other_table), [kek])
+    err = _rejected(edit_header(blob, other_table), [kek])
     assert isinstance(err, VerificationError) and "header was edited" in str(err)
     # a flipped bit inside the encrypted tensor table (the first bytes of chunk 0)
     header, _ = _chunks(blob)
@@ -192,7 +186,7 @@ def test_key_wraps_cannot_move_between_files(kek):
     def graft(d):
         d["wraps"] = wrap_a
 
-    assert isinstance(_rejected(_edit_header(b, graft), [kek]), VerificationError)
+    assert isinstance(_rejected(edit_header(b, graft), [kek]), VerificationError)
 
 
 def test_crafted_kdf_cost_is_refused_before_deriving(kek):
@@ -201,7 +195,7 @@ def test_crafted_kdf_cost_is_refused_before_deriving(kek):
     def huge(d):
         d["wraps"][0]["kdf"]["memory_kib"] = 64 << 20  # 64 GiB
 
-    err = _rejected(_edit_header(blob, huge), [fast_passphrase("a passphrase")])
+    err = _rejected(edit_header(blob, huge), [fast_passphrase("a passphrase")])
     assert isinstance(err, VerificationError) and "memory_kib" in str(err)
 
 

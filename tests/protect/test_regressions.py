@@ -13,19 +13,11 @@ import pytest
 
 from dlsec.errors import DlsecError, InputError, VerificationError
 from dlsec.protect import RawKey, decrypt_bytes, decrypt_file, encrypt_file, rewrap_file, sign, verify
-from dlsec.protect.container import MAGIC, MAX_WRAPS, read_header
+from dlsec.protect.container import MAGIC, MAX_WRAPS
 from dlsec.protect.keys import Passphrase
 from dlsec.protect.signing import signed_file_digest
 
-from .conftest import fast_passphrase, make_safetensors
-
-
-def _edit_header(blob: bytes, edit) -> bytes:
-    h = read_header(io.BytesIO(blob))
-    doc = json.loads(blob[12 : h.data_offset])
-    edit(doc)
-    body = json.dumps(doc).encode()
-    return MAGIC + struct.pack(">I", len(body)) + body + blob[h.data_offset :]
+from .conftest import edit_header, fast_passphrase, make_safetensors
 
 
 def test_symlinked_folder_is_refused_when_signing_and_fails_verification(tmp_path, ed25519):
@@ -108,7 +100,7 @@ def test_crafted_header_fields_are_verification_failures(edit):
 
     encrypt_stream(io.BytesIO(b"data" * 100), blob, 400, [fast_passphrase("a passphrase")])
     with pytest.raises(VerificationError):
-        decrypt_bytes(_edit_header(blob.getvalue(), edit), [fast_passphrase("a passphrase")])
+        decrypt_bytes(edit_header(blob.getvalue(), edit), [fast_passphrase("a passphrase")])
 
 
 def test_deeply_nested_json_is_a_failed_check_not_a_crash(tmp_path, st_file, kek, ed25519):
@@ -160,7 +152,7 @@ def test_key_ids_from_a_file_are_quoted_in_messages(kek):
     from dlsec.protect.container import encrypt_stream
 
     encrypt_stream(io.BytesIO(b"d"), blob, 1, [kek])
-    evil = _edit_header(blob.getvalue(), lambda d: d["wraps"][0].__setitem__("key_id", "\x1b[31mred"))
+    evil = edit_header(blob.getvalue(), lambda d: d["wraps"][0].__setitem__("key_id", "\x1b[31mred"))
     with pytest.raises(DlsecError) as info:
         decrypt_bytes(evil, [RawKey(os.urandom(32))])
     assert "\x1b" not in str(info.value)
