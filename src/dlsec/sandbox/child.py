@@ -569,18 +569,32 @@ def read_only_root(tmp: str, tmpfs_mb: int, model: str = "") -> list[dict[str, A
                 "detail": "every mount read-only except the private folder" if rc == 0
                 else f"mount_setattr failed: {_errno()}"})  # fmt: skip
     model_fd = os.open(model, os.O_RDONLY | os.O_CLOEXEC) if model else -1
-    keep = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    # what the child still needs under a hidden folder (a virtual environment in /tmp, say): bound back, read-only
+    keep = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path)
+                   if p and os.path.isdir(p)})  # fmt: skip
+    keep = [k for k in keep if not any(k != o and _under(k, o) for o in keep)]
     hidden, skipped = [], []
     try:
         for d in HIDDEN:
             if os.path.islink(d) or not os.path.isdir(d):
                 continue
-            if any(_under(k, d) for k in keep):
+            inner = [k for k in keep if _under(k, d)]
+            if d in inner:  # the whole folder is needed: it cannot be hidden
                 skipped.append(f"{d} (holds the interpreter)")
                 continue
-            if libc.mount(b"tmpfs", os.fsencode(d), b"tmpfs", 0, b"size=1m,mode=0755") != 0:
-                skipped.append(f"{d} ({_errno()})")
-                continue
+            fds = [(k, os.open(k, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) for k in inner]
+            try:
+                if libc.mount(b"tmpfs", os.fsencode(d), b"tmpfs", 0, b"size=1m,mode=0755") != 0:
+                    skipped.append(f"{d} ({_errno()})")
+                    continue
+                for k, fd in fds:
+                    os.makedirs(k, exist_ok=True)
+                    if libc.mount(f"/proc/self/fd/{fd}".encode(), os.fsencode(k), None, 0x1000 | 0x4000, None) != 0:
+                        raise OSError(f"bind mount of {k} failed: {_errno()}")  # MS_BIND | MS_REC
+                    rdonly(k, True)
+            finally:
+                for _, fd in fds:
+                    os.close(fd)
             hidden.append(d)
             if model and _under(model, d):  # the model file, at its own path, read-only
                 os.makedirs(os.path.dirname(model), exist_ok=True)
