@@ -161,3 +161,13 @@ def test_running_environment(monkeypatch, capsys, tmp_path: Path) -> None:
     doc = json.loads(out)
     assert code == 1 and [v["id"] for v in doc["vulnerabilities"]] == ["CVE-2024-27318"]
     assert doc["packages"] == [{"name": "onnx", "version": "1.15.0", "source": "environment"}]
+
+
+def test_nothing_audited_is_never_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file whose every line is skipped audits nothing: exit 3, like a scan with nothing scanned (not 0)."""
+    req = tmp_path / "requirements.txt"
+    req.write_text("torch>=2.0\n-e ./local\n")
+    from dlsec.audit import audit_requirements
+
+    report = audit_requirements(req)
+    assert report.packages == () and len(report.skipped) == 2 and report.exit_code() == 3

@@ -130,3 +130,9 @@ def test_dlsec_own_source() -> None:
     for rel in ISOLATED:  # and they are suppressed only there
         alone = lint_paths(src / rel)
         assert alone.findings == () and alone.suppressed == 8
+
+
+def test_nothing_to_lint_is_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("torch.load(f)")
+    report = lint_paths(tmp_path)
+    assert report.files == () and report.exit_code() == 3

@@ -81,8 +81,10 @@ class AuditReport:
         return {v.package: v.fix for v in self.vulns}
 
     def exit_code(self) -> int:
-        """0 clean, 1 a vulnerable package or a posture finding."""
-        return 1 if self.vulns or self.posture else 0
+        """0 clean, 1 a vulnerable package or a posture finding, 3 nothing audited (never reported clean)."""
+        if self.vulns or self.posture:
+            return 1
+        return 0 if self.packages else 3
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""

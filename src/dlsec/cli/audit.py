@@ -1,4 +1,4 @@
-"""``dlsec audit``: exit 0 clean, 1 a vulnerable package or posture finding, 2 error."""
+"""``dlsec audit``: exit 0 clean, 1 a vulnerable package or posture finding, 2 error, 3 nothing audited."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``dlsec lint``: exit 0 clean, 1 findings, 2 error (a file that does not parse is never clean)."""
+"""``dlsec lint``: exit 0 clean, 1 findings, 2 error (a file that does not parse is never clean), 3 no Python file."""
 
 from __future__ import annotations
 

@@ -58,12 +58,12 @@ class LintReport:
     fixed: int = 0
 
     def exit_code(self) -> int:
-        """0 clean, 1 findings, 2 errors (and no findings)."""
+        """0 clean, 1 findings, 2 errors (and no findings), 3 no Python file found (never reported clean)."""
         if self.findings:
             return 1
         if self.errors:
             return 2
-        return 0
+        return 0 if self.files else 3
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
