@@ -202,7 +202,23 @@ class _NoPath:
      ("shutil", "rmtree"), ("pty", "spawn"), ("signal", "raise_signal"), ("code", "interact"), ("marshal", "loads"),
      ("types", "FunctionType"), ("types", "CodeType"), ("operator", "attrgetter"), ("operator", "methodcaller"),
      ("collections", "_sys"), ("typing", "sys"), ("pathlib", "os.system"), ("builtins", "object.__subclasses__"),
-     ("json", "codecs")],
+     ("json", "codecs"),
+     # R2-1: foreign-function interfaces (raw system calls, no audit event)
+     ("_cffi_backend", "load_library"), ("_cffi_backend", "CLibrary.load_function"), ("cffi", "FFI"),
+     # R2-2: native-code file writers (they open files without an ``open`` audit event)
+     ("torch", "save"), ("torch.serialization", "save"), ("torch.serialization", "_open_file"),
+     ("torch.jit", "save"), ("scipy.io", "savemat"), ("scipy.io._fast_matrix_market", "mmwrite"),
+     ("scipy.io.matlab", "savemat"), ("numpy", "save"), ("numpy", "savez"), ("numpy", "savez_compressed"),
+     ("numpy", "savetxt"), ("numpy", "ndarray.tofile"), ("numpy", "ndarray.dump"), ("numpy", "memmap"),
+     ("numpy.lib.format", "open_memmap"), ("numpy.lib.npyio", "save"), ("numpy.lib._npyio_impl", "savetxt"),
+     ("safetensors.numpy", "save_file"), ("safetensors.torch", "save_file"), ("safetensors.numpy", "save"),
+     ("joblib", "dump"), ("joblib.numpy_pickle", "dump"), ("pickle", "dump"), ("_pickle", "dump"),
+     ("pickle", "Pickler"), ("_pickle", "Pickler"), ("shelve", "open"), ("dbm", "open"), ("dbm.dumb", "open"),
+     # R2-3: name resolvers, and what the static scanner calls dangerous
+     ("pydoc", "locate"), ("pkgutil", "resolve_name"), ("unittest.mock", "_importer"),
+     ("unittest.mock", "_dot_lookup"), ("logging.config", "valid_ident"), ("logging.config", "dictConfig"),
+     ("importlib", "util.resolve_name"), ("operator", "attrgetter"), ("pdb", "run"), ("zipimport", "zipimporter"),
+     ("pickletools", "dis")],
 )  # fmt: skip
 def test_dangerous_pickle_globals(monitor: Monitor, module: str, name: str) -> None:
     """S1c: globals that reach processes, code, the interpreter or the child itself (aliases included)."""
@@ -216,7 +232,8 @@ def test_dangerous_pickle_globals(monitor: Monitor, module: str, name: str) -> N
      ("numpy", "ndarray"), ("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("_codecs", "encode"),
      ("builtins", "set"), ("functools", "partial"), ("numpy.random._pickle", "__randomstate_ctor"),
      ("sklearn.linear_model._logistic", "LogisticRegression"), ("joblib.numpy_pickle", "NumpyArrayWrapper"),
-     ("not.imported.yet", "Thing")],
+     ("not.imported.yet", "Thing"), ("torch.storage", "_load_from_bytes"), ("torch", "zeros"),
+     ("logging", "getLogger")],
 )  # fmt: skip
 def test_model_pickle_globals_are_not_dangerous(monitor: Monitor, module: str, name: str) -> None:
     assert monitor.classify("pickle.find_class", (module, name)) == ("import", False, f"{module}.{name}")
@@ -256,6 +273,39 @@ def test_seccomp_filter_decisions(machine: str) -> None:
         (arch, sock, (16, 3, 0), allow), (arch, nrs["socketpair"], (1, 1, 0), allow),
         (arch, kill, (1234, 0), allow), (arch, kill, (1, 15), killed), (arch, kill, (0, 15), killed),
         (arch, kill, (-1, 9), killed), (arch, tgkill, (1234, 1240, 10), allow), (arch, tgkill, (77, 77, 10), killed),
+        # R2-1: io_uring (IORING_OP_SOCKET opens a socket past the socket rule): setup, enter, register kill
+        (arch, 425, (8, 0), killed), (arch, 426, (3, 1, 1, 1), killed), (arch, 427, (3, 0, 0, 0), killed),
     ]  # fmt: skip
     for a, nr, args, want in cases:
         assert _bpf(prog, a, nr, *args) == want, (machine, nr, args)
+
+
+def test_static_scanner_verdicts_are_followed(monitor: Monitor) -> None:
+    """R2-3: a global the static scanner calls dangerous is dangerous for the hook too; its "unknown" is not."""
+    from dlsec.scan.pickle import classify
+
+    for module, name in (("pdb", "run"), ("zipimport", "zipimporter"), ("tarfile", "open"), ("pydoc", "locate")):
+        assert classify(module, name)[0] == "dangerous"
+        assert monitor.classify("pickle.find_class", (module, name)) == ("global", True, f"{module}.{name}")
+    for module, name in (("mypackage.models", "CustomNet"), ("builtins", "print")):
+        assert classify(module, name)[0] == "unknown"
+        assert monitor.classify("pickle.find_class", (module, name)) == ("import", False, f"{module}.{name}")
+
+
+def test_other_modules_class_changes_are_not_the_hooks_own(monitor: Monitor) -> None:
+    """R2-5: installed code changes a module's ``__class__`` (torch's config modules): only this module counts."""
+    import types
+
+    from dlsec.sandbox import child
+
+    other = types.ModuleType("some_config")
+    assert monitor.classify("object.__setattr__", (other, "__class__", types.ModuleType)) is None
+    assert monitor.classify("object.__setattr__", (json, "x", 1)) is None
+    assert monitor.classify("object.__setattr__", (child, "__class__", types.ModuleType))[1] is True
+
+
+def test_var_tmp_is_hidden() -> None:
+    """R2-1: the host's UNIX sockets and FIFOs under /var/tmp are covered too."""
+    from dlsec.sandbox.child import HIDDEN
+
+    assert {"/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm"} <= set(HIDDEN)

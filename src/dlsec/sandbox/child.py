@@ -2,16 +2,17 @@
 
 Run by :mod:`dlsec.sandbox.runner` as ``python -I child.py --fd N --file PATH --loader NAME --tmp DIR ...``
 (under ``unshare --user --map-root-user --net --mount --pid --fork --mount-proc --ipc`` unless the caller turned
-the namespaces off). It imports nothing from dlsec, so that it runs with the standard library and the loader's
-framework only. Steps, in order:
+the namespaces off). It runs with the standard library and the loader's framework; from dlsec it imports only the
+static scanner's verdict on a pickle global (``dlsec.scan.pickle.classify``, before the hook, when importable), so
+that a global the scanner calls dangerous is dangerous here too. Steps, in order:
 
 1. import the loader's framework and load a tiny benign file of the same format (a warm-up: lazy imports and code
    generation of the framework happen here, before any hook, so a benign load shows no noise);
 2. isolation: inside the namespaces make every mount read-only (``mount_setattr``, recursively), cover ``/tmp``,
-   ``/run``, ``/var/run`` and ``/dev/shm`` with empty read-only tmpfs mounts (the host's UNIX sockets there are out
+   ``/var/tmp``, ``/run``, ``/var/run`` and ``/dev/shm`` with empty read-only tmpfs mounts (the host's UNIX sockets there are out
    of reach) and mount a small tmpfs on the private folder; ``no_new_privs``; resource limits on address space, CPU
    time, file size, processes, core dumps; a seccomp filter that kills the child at fork, exec, a socket of the
-   UNIX or IP families and a signal to another process; the working directory, ``HOME`` and ``TMPDIR`` are the
+   UNIX or IP families, io_uring and a signal to another process; the working directory, ``HOME`` and ``TMPDIR`` are the
    private folder;
 3. ``sys.addaudithook``: every event the child cares about is sent as one JSON line on the pipe; at the first
    dangerous one the child writes it and ends with ``os._exit`` (raising inside a hook can be swallowed by the
@@ -23,6 +24,14 @@ framework only. Steps, in order:
 Audit hooks are no security boundary (a payload's native code raises no event): the operating-system isolation is
 what contains a payload, the hooks are what explain it. A ``clean`` report means that this in-process monitor
 observed nothing dangerous under the isolation the report lists, no more.
+
+What remains: native code (an extension module reached through an allowed global, or a loader's own C code) can
+still do whatever the kernel allows under the filter and the namespaces: read what the read-only root shows, write
+into the private tmpfs, use the system calls the filter lets through, all without an audit event. Pickle globals
+that reach native writers, name resolvers and foreign-function interfaces (``_cffi_backend``, ``ctypes``) are
+dangerous, but such a list is never complete. The next step is a minimal root (``pivot_root`` onto a tree holding
+only the interpreter, the framework and the model) or Landlock rules, so that what native code can reach is what
+the load needs, not the host's file system minus a few hidden folders.
 """
 
 from __future__ import annotations
@@ -126,9 +135,11 @@ def make_monitor(
     module_t, function_t, builtin_t, type_t = types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type
     mt, tt = cast(Any, types.ModuleType), cast(Any, type)
     module_dict = mt.__dict__["__dict__"].__get__
+    type_qualname = tt.__dict__["__qualname__"].__get__
     type_dict, type_mro, type_module = tt.__dict__["__dict__"].__get__, tt.__dict__["__mro__"].__get__, tt.__dict__["__module__"].__get__
     fd_dir = re.compile(r"^/(proc/(self|thread-self|\d+)(/task/\d+)?/(fd|fdinfo)|dev/fd)(/|$)").match
     own_file, own_module, ast_file = __file__, __name__, _AST
+    own_module_obj = sys.modules.get(__name__)
     o_write = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     o_dir = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
 
@@ -168,14 +179,35 @@ def make_monitor(
                               "_sqlite3", "shutil", "pty", "signal", "_signal", "code", "codeop", "marshal",
                               "multiprocessing", "_multiprocessing", "_thread", "webbrowser", "commands",
                               "popen2", "ssl", "_ssl", "urllib", "http", "ftplib", "smtplib", "telnetlib",
-                              "dlsec"})  # fmt: skip
+                              "dlsec", "_cffi_backend", "cffi", "pydoc", "pkgutil", "unittest.mock", "logging.config",
+                              "shelve", "dbm", "torch.serialization", "scipy.io", "numpy.lib.npyio",
+                              "numpy.lib._npyio_impl", "numpy.lib.format", "numpy.lib._format_impl"})  # fmt: skip
     bad_names = frozenset_(
         {f"{m}.{n}" for m in ("builtins", "__builtin__") for n in ("getattr", "setattr", "delattr", "exec", "eval",
          "compile", "__import__", "open", "globals", "vars", "locals", "breakpoint", "input", "execfile", "file")}
         | {"types.FunctionType", "types.CodeType", "types.LambdaType", "types.ModuleType", "operator.attrgetter",
            "operator.methodcaller", "io.open", "_io.open", "io.FileIO", "_io.FileIO", "io.open_code", "codecs.open",
            "_operator.attrgetter", "_operator.methodcaller", "pickle.loads", "pickle.load", "_pickle.loads",
-           "_pickle.load"})  # fmt: skip
+           "_pickle.load", "pickle.dump", "_pickle.dump", "pickle.Pickler", "_pickle.Pickler", "pickle._Pickler",
+           "pickle._dump", "pickle._load", "pickle._loads", "joblib.dump", "torch.save", "torch.jit.save",
+           "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt", "numpy.memmap"})  # fmt: skip
+    # native-code file writers (no ``open`` audit event): names of these roots that write files, whatever the alias
+    writer_parts = {"numpy": frozenset_({"save", "savez", "savez_compressed", "savetxt", "tofile", "memmap",
+                                         "open_memmap", "dump"}),
+                    "joblib": frozenset_({"dump"}), "torch": frozenset_({"save"}),
+                    "pickle": frozenset_({"dump", "Pickler", "_Pickler", "_dump"}),
+                    "_pickle": frozenset_({"dump", "Pickler"})}  # fmt: skip
+    # the static scanner's verdict (dlsec.scan.pickle.classify), imported before the hook; globals it calls dangerous
+    # are dangerous here too, except these, whose effects the hook observes itself (the callee of a partial is a
+    # global of its own; a nested torch.load of bytes raises its own find_class events)
+    scanner: Callable[[str, str], tuple[str, str]] | None = None
+    try:
+        import _compat_pickle  # noqa: F401  (the scanner imports it lazily: now, not inside the hook)
+
+        from dlsec.scan.pickle import classify as scanner
+    except Exception:  # noqa: BLE001  (dlsec not importable here: the hook's own tables only)
+        scanner = None
+    scanner_ok = frozenset_({"functools.partial", "torch.storage._load_from_bytes"})
     alias_parts = frozenset_({"sys", "_sys", "os", "_os", "modules", "builtins", "_builtins", "posixpath", "ntpath",
                               "subprocess", "importlib", "_bootstrap", "_bootstrap_external", "ctypes"})  # fmt: skip
     dunder_ok = frozenset_({"__newobj__", "__newobj_ex__"})
@@ -278,10 +310,32 @@ def make_monitor(
             out.append(cur)
         return out
 
+    def bad_module(module: str) -> bool:
+        """``module`` or a package above it is in ``bad_modules``."""
+        parts = module.split(".")
+        return any_(".".join(parts[: i + 1]) in bad_modules for i in range(len_(parts)))
+
+    def bad_name(module: str, name: str) -> bool:
+        if bad_module(module) or f"{module}.{name}" in bad_names:
+            return True
+        root, parts = module.split(".")[0], name.split(".")
+        writers = writer_parts.get(root)
+        if writers is not None and any_(p in writers for p in parts):
+            return True
+        return root == "safetensors" and any_(p.startswith("save") for p in parts)
+
+    def scanner_says(module: str, name: str) -> bool:
+        if scanner is None or f"{module}.{name}" in scanner_ok:
+            return False
+        try:
+            return bool_(scanner(module, name)[0] == "dangerous")
+        except Exception:  # noqa: BLE001  (the scanner is a second opinion: its failure is no verdict)
+            return False
+
     def bad_global(module: str, name: str) -> bool:
         if type_(module) is not str_ or type_(name) is not str_:
             return True
-        if module.split(".")[0] in bad_modules or module in bad_modules or f"{module}.{name}" in bad_names:
+        if bad_name(module, name) or scanner_says(module, name):
             return True
         for part in name.split("."):
             if part in alias_parts or (part.startswith("__") and part.endswith("__") and part not in dunder_ok):
@@ -291,18 +345,25 @@ def make_monitor(
                 return True
             t = type_(obj)
             mod: Any = None
+            qual: Any = None
             if t is function_t or t is builtin_t:
-                mod = obj.__module__
+                mod, qual = obj.__module__, obj.__qualname__
             elif isinstance_(obj, type_t):
-                mod = module_of(obj)
-            if type_(mod) is str_ and (mod.split(".")[0] in bad_modules or mod in bad_modules):
+                mod, qual = module_of(obj), type_qualname(obj)
+            if type_(mod) is str_ and bad_module(mod):
+                return True
+            if type_(mod) is str_ and type_(qual) is str_ and bad_name(mod, qual):  # a writer under another name
                 return True
         return False
 
     def own_object(obj: Any) -> bool:
-        """A module, or a class or function of this file: what the hook's own code is made of."""
+        """This module (by identity), or a class or function of this file: what the hook's own code is made of.
+
+        Other modules are no part of the hook (it reads no module attribute when it runs): installed code changes
+        them (torch sets a module's ``__class__`` when imported), so they are not judged here.
+        """
         if isinstance_(obj, module_t):
-            return True
+            return obj is own_module_obj
         if type_(obj) is function_t:
             return obj.__code__.co_filename == own_file or obj.__module__ == own_module
         if isinstance_(obj, type_t):
@@ -533,7 +594,7 @@ def _errno() -> str:
     return os.strerror(ctypes.get_errno())
 
 
-HIDDEN = ("/tmp", "/run", "/var/run", "/dev/shm")
+HIDDEN = ("/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm")
 """Folders a fresh empty tmpfs covers inside the mount namespace: the host's sockets, FIFOs and shared memory there
 are out of reach (a read-only mount does not stop a ``connect`` to a UNIX socket file)."""
 
@@ -663,11 +724,12 @@ def no_new_privs() -> dict[str, Any]:
 
 
 # seccomp, per architecture: audit arch; syscalls that always kill (fork, vfork, execve, execveat, ptrace,
-# process_vm_writev, tkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, pidfd_send_signal); clone; clone3;
+# process_vm_writev, tkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, pidfd_send_signal, io_uring_setup,
+# io_uring_enter, io_uring_register: io_uring opens sockets without the socket syscall); clone; clone3;
 # socket; kill; tgkill
 _SECCOMP_ARCH = {
-    "x86_64": (0xC000003E, (57, 58, 59, 322, 101, 311, 200, 129, 297, 434, 424), 56, 435, 41, 62, 234),
-    "aarch64": (0xC00000B7, (221, 281, 117, 271, 130, 138, 240, 434, 424), 220, 435, 198, 129, 131),
+    "x86_64": (0xC000003E, (57, 58, 59, 322, 101, 311, 200, 129, 297, 434, 424, 425, 426, 427), 56, 435, 41, 62, 234),
+    "aarch64": (0xC00000B7, (221, 281, 117, 271, 130, 138, 240, 434, 424, 425, 426, 427), 220, 435, 198, 129, 131),
 }
 _RET_ALLOW, _RET_KILL_PROCESS, _RET_ENOSYS = 0x7FFF0000, 0x80000000, 0x00050000 | 38
 _CLONE_THREAD = 0x00010000
@@ -680,7 +742,8 @@ def seccomp_filter(pid: int, machine: str | None = None) -> list[tuple[int, int,
 
     Killed: fork, vfork, execve, execveat, clone without CLONE_THREAD; ``socket`` of AF_UNIX, AF_INET, AF_INET6;
     ``kill`` and ``tgkill`` of any process but ``pid`` (this one); tkill, rt_sigqueueinfo, rt_tgsigqueueinfo,
-    pidfd_open, pidfd_send_signal, ptrace, process_vm_writev. ``clone3`` (its flags are in memory, out of a
+    pidfd_open, pidfd_send_signal, ptrace, process_vm_writev, io_uring_setup, io_uring_enter, io_uring_register
+    (``IORING_OP_SOCKET`` would open a socket past the ``socket`` rule). ``clone3`` (its flags are in memory, out of a
     filter's reach) answers ENOSYS, so that the C library falls back to ``clone`` for threads. Instructions are
     ``(code, jt, jf, k)``; the filter is for ``machine`` (this machine's architecture by default).
     """
@@ -747,7 +810,7 @@ def no_processes() -> dict[str, Any]:
     rc = _libc().prctl(22, 2, ctypes.byref(prog), 0, 0)  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
     return {"name": name, "in_force": rc == 0,
             "detail": "fork, exec, non-thread clone, sockets (unix, inet, inet6), signals to other processes and "
-            "ptrace kill the child (SIGSYS)" if rc == 0
+            "ptrace, io_uring kill the child (SIGSYS)" if rc == 0
             else f"prctl(PR_SET_SECCOMP) failed: {_errno()}"}  # fmt: skip
 
 

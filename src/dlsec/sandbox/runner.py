@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,8 @@ MAX_FILE_BYTES = 8 << 30
 MAX_CHANNEL_BYTES = 4 << 20
 """At most this much of the child's event stream is read; the rest is drained and dropped."""
 MAX_OUTPUT_BYTES = 4096
-"""The tail of the child's stdout and stderr kept for an error message."""
+"""The tail of the child's stdout and stderr kept for an error message (read from a pipe: nothing the child prints
+is stored on the host beyond this bound)."""
 CHILD = os.path.abspath(_child.__file__)
 
 
@@ -124,28 +126,46 @@ def run_sandbox(
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
     t0 = time.perf_counter()
     timed_out = False
+    out_r, out_w = os.pipe()
+    tail_buf = bytearray()
+    drain = threading.Thread(target=_drain_tail, args=(out_r, tail_buf), daemon=True)
     try:
-        with tempfile.TemporaryFile() as out:
-            try:
-                proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(w,), cwd=tmp, env=env,
-                    start_new_session=True,
-                )  # fmt: skip
-            finally:
-                os.close(w)
-            try:
-                data, timed_out, cut = _read(r, proc, t0 + timeout)
-            finally:
-                _kill_group(proc)
-                proc.wait()
-            out.seek(0, os.SEEK_END)
-            out.seek(max(0, out.tell() - MAX_OUTPUT_BYTES))
-            tail = out.read().decode(errors="replace")
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(w,), cwd=tmp, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(w)
+            os.close(out_w)
+        drain.start()
+        try:
+            data, timed_out, cut = _read(r, proc, t0 + timeout)
+        finally:
+            _kill_group(proc)
+            proc.wait()
+            drain.join(5)
+        tail = bytes(tail_buf).decode(errors="replace")
     finally:
         os.close(r)
+        if not drain.is_alive():
+            os.close(out_r)
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
     return _report(str(p), ld.name, data, proc.returncode, timed_out, tail, iso, seconds, keep_going, cut)
+
+
+def _drain_tail(fd: int, tail: bytearray) -> None:
+    """Read the child's stdout and stderr to end of file, keeping only the last :data:`MAX_OUTPUT_BYTES`."""
+    while True:
+        try:
+            block = os.read(fd, 65536)
+        except OSError:
+            return
+        if not block:
+            return
+        tail += block
+        del tail[:-MAX_OUTPUT_BYTES]
 
 
 def _read(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bool, bool]:
@@ -208,8 +228,12 @@ def _report(
     lines = data.splitlines()
     for n, line in enumerate(lines):
         try:
+            # the child writes flat objects only, each starting with its type: anything else is junk (and a deeply
+            # nested line would exhaust the decoder's recursion: RecursionError, caught here like any error)
+            if not line.startswith(b'{"t":'):
+                raise ValueError("not a message")
             msg = json.loads(line)
-        except ValueError:
+        except Exception:  # noqa: BLE001
             if not (cut and n == len(lines) - 1):  # the line cut at the bound is expected; junk is not
                 malformed += 1
             continue
@@ -248,7 +272,7 @@ def _report(
     if status == -signal.SIGSYS and any(i.name.startswith("seccomp") and i.in_force for i in iso):
         # only the seccomp filter sends SIGSYS (a payload's own os.kill is an audit event, stopped before)
         blocked = SandboxEvent("process", "seccomp", "the kernel filter killed the child at fork, exec, clone, "
-                               "socket, a signal to another process or ptrace (no audit event before)",
+                               "socket, io_uring, a signal to another process or ptrace (no audit event before)",
                                True)  # fmt: skip
         events.append(blocked)
         error = ""
