@@ -109,7 +109,11 @@ def load(
                 raise VerificationError(f"{name} is not encrypted, but a key was given: refusing a possibly stripped file")
             else:
                 plain.write(head)
+                total = len(head)
                 while block := reader.read(1 << 20):
+                    total += len(block)
+                    if total > size:
+                        raise InputError(f"{name} grew while it was read")
                     plain.write(block)
             check_digest(reader, digest, name)  # nothing is parsed or loaded before this
             plain.seek(0)
