@@ -34,19 +34,10 @@ def cpu(fn, *a, **k):
 
 
 def train(model: nn.Module, data: Dataset, epochs: int, seed: int = 0, lr: float = 3e-3) -> nn.Module:
-    """Adam, batch 64, deterministic (the same recipe as the tests)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        perm = torch.randperm(len(data.x), generator=g)
-        for i in range(0, len(perm), 64):
-            idx = perm[i : i + 64]
-            loss = nn.functional.cross_entropy(model(data.x[idx]), data.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    """Adam, batch 64, deterministic: the package's own training loop, the same recipe as the tests."""
+    from dlsec.he.convert import finetune
+
+    return finetune(model, data.x, data.y, epochs=epochs, lr=lr, seed=seed)
 
 
 def accuracy(logits: np.ndarray, y: torch.Tensor) -> float:
@@ -101,6 +92,24 @@ def dlsec_single(he, x_calib, x, ref, n_lat, encrypted_weights=False, **kw) -> d
     return res, logits
 
 
+def batch_figures(rows, n, up, down, got, ref) -> dict:
+    """The figures every batched implementation reports: medians of (total, encrypt, evaluate, decrypt) CPU seconds
+    over the repeats, cost per sample, bytes, and agreement with the plaintext logits ``ref``."""
+    m = np.median(np.array(rows), 0)
+    return {
+        "n_samples": n,
+        "total_s_median": m[0],
+        "encrypt_s": m[1],
+        "evaluate_s": m[2],
+        "decrypt_s": m[3],
+        "ms_per_sample": m[0] / n * 1e3,
+        "upload_bytes": up,
+        "download_bytes": down,
+        "agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+        "max_logit_error": float(np.abs(got - ref).max()),
+    }
+
+
 def dlsec_batch(he, x_calib, x, ref, repeats, batch_size=None, fill=False) -> dict:
     """Batch packing; ``fill`` repeats the test images until the query is full (the plan's samples_per_query)."""
     plan, t_compile = cpu(H.compile, he, x_calib, mode="batch", batch_size=batch_size)
@@ -116,7 +125,6 @@ def dlsec_batch(he, x_calib, x, ref, repeats, batch_size=None, fill=False) -> di
         out, tv = cpu(plan.evaluate, enc, kp.evaluation)
         got, td = cpu(plan.decrypt, out)
         rows.append((te + tv + td, te, tv, td))
-    m = np.median(np.array(rows), 0)
     return {
         "batch_size": batch_size or r.samples_per_query,
         "samples_per_query": r.samples_per_query,
@@ -125,16 +133,7 @@ def dlsec_batch(he, x_calib, x, ref, repeats, batch_size=None, fill=False) -> di
         "compile_s": t_compile,
         "keygen_s": kp.seconds,
         "eval_key_bytes": len(kp.evaluation.to_bytes()),
-        "n_samples": len(x),
-        "total_s_median": m[0],
-        "encrypt_s": m[1],
-        "evaluate_s": m[2],
-        "decrypt_s": m[3],
-        "ms_per_sample": m[0] / len(x) * 1e3,
-        "upload_bytes": len(plan.encrypt(x, serialized=True).to_bytes()),
-        "download_bytes": len(out.to_bytes()),
-        "agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-        "max_logit_error": float(np.abs(got - ref).max()),
+        **batch_figures(rows, len(x), len(plan.encrypt(x, serialized=True).to_bytes()), len(out.to_bytes()), got, ref),
     }, got
 
 
@@ -252,21 +251,11 @@ def tenseal_batched(he, x, ref, repeats) -> dict:
         logits = np.array([o.decrypt() for o in outs]).T
         t3 = time.process_time()
         rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
-    m = np.median(np.array(rows), 0)
     return {
         "params": {"N": 8192, "coeff_mod_bit_sizes": bits, "scale_bits": 35},
         "keygen_s": keygen,
         "eval_key_bytes": keys,
-        "n_samples": len(x),
-        "total_s_median": m[0],
-        "encrypt_s": m[1],
-        "evaluate_s": m[2],
-        "decrypt_s": m[3],
-        "ms_per_sample": m[0] / len(x) * 1e3,
-        "upload_bytes": up,
-        "download_bytes": down,
-        "agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
-        "max_logit_error": float(np.abs(logits - ref).max()),
+        **batch_figures(rows, len(x), up, down, logits, ref),
     }
 
 

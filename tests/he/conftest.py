@@ -10,19 +10,10 @@ from dlsec.data import Dataset, digits
 
 
 def train(model: nn.Module, data: Dataset, epochs: int, seed: int = 0, lr: float = 3e-3) -> nn.Module:
-    """Adam on the digits train split, deterministic."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        perm = torch.randperm(len(data.x), generator=g)
-        for i in range(0, len(perm), 64):
-            idx = perm[i : i + 64]
-            loss = nn.functional.cross_entropy(model(data.x[idx]), data.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    """Adam on the digits train split, deterministic (:func:`dlsec.he.convert.finetune`, the loop the package uses)."""
+    from dlsec.he.convert import finetune
+
+    return finetune(model, data.x, data.y, epochs=epochs, lr=lr, seed=seed)
 
 
 def mlp() -> nn.Module:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -165,5 +163,3 @@ def test_bundle_signature_base64_is_strict(tmp_path, st_file, ed25519):
     sig.write_text(json.dumps(bundle))
     with pytest.raises(VerificationError):
         verify(st_file, ed25519.public_key())
-    assert base64.b64decode("AA==") == b"\x00"
-    assert isinstance(Path(sig), Path)

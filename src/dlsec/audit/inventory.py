@@ -68,6 +68,19 @@ class Inventory:
         return Inventory(self.packages + extra, self.skipped + other.skipped)
 
 
+def _auditable(name: str, version: Any, where: str, skipped: list[SkippedPackage], what: str = "") -> bool:
+    """Whether ``version`` is a version string packaging can compare; if not, ``name`` is recorded as skipped."""
+    if not isinstance(version, str) or not version:
+        skipped.append(SkippedPackage(name, f"no version{what}", where))
+        return False
+    try:
+        public_version(version)
+    except InvalidVersion:
+        skipped.append(SkippedPackage(name, f"invalid version {version!r}{what}", where))
+        return False
+    return True
+
+
 def _read_text(path: Path, limit: int | None = None) -> str:
     """A whole text file (UTF-8, a byte order mark dropped), refused above ``limit`` bytes (default
     :data:`MAX_FILE_BYTES`)."""
@@ -130,13 +143,7 @@ def read_site_packages(path: str | os.PathLike[str], source: str | None = None) 
         name = headers.get("Name") or dir_name
         version = headers.get("Version") or dir_version
         norm = normalize_name(name)
-        if not version:
-            skipped.append(SkippedPackage(norm, f"no version in {entry.name}", src))
-            continue
-        try:
-            public_version(version)
-        except InvalidVersion:
-            skipped.append(SkippedPackage(norm, f"invalid version {version!r} in {entry.name}", src))
+        if not _auditable(norm, version, src, skipped, f" in {entry.name}"):
             continue
         packages.setdefault(norm, Package(norm, version, src))
     return Inventory(tuple(sorted(packages.values(), key=lambda p: p.name)), tuple(skipped))
@@ -213,10 +220,7 @@ def read_requirements(path: str | os.PathLike[str], _depth: int = 0) -> Inventor
             reason = f"not pinned to one version ({req.specifier})" if str(req.specifier) else "not pinned"
             skipped.append(SkippedPackage(name, reason, where))
             continue
-        try:
-            public_version(pins[0].version)
-        except InvalidVersion:
-            skipped.append(SkippedPackage(name, f"invalid version {pins[0].version!r}", where))
+        if not _auditable(name, pins[0].version, where, skipped):
             continue
         packages.append(Package(name, pins[0].version, where))
     return inv.merge(Inventory(tuple(packages), tuple(skipped)))
@@ -273,13 +277,7 @@ def read_lock(path: str | os.PathLike[str], _data: dict[str, Any] | None = None)
             skipped.append(SkippedPackage(name, f"not from a package index (Poetry {kind} source)", where))
             continue
         version = entry.get("version")
-        if not isinstance(version, str) or not version:
-            skipped.append(SkippedPackage(name, "no version in lock entry", where))
-            continue
-        try:
-            public_version(version)
-        except InvalidVersion:
-            skipped.append(SkippedPackage(name, f"invalid version {version!r}", where))
+        if not _auditable(name, version, where, skipped, " in lock entry"):
             continue
         packages.append(Package(name, version, where))
     return Inventory(tuple(packages), tuple(skipped))

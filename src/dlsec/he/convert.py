@@ -28,7 +28,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -407,8 +407,11 @@ def _check_equivalent(model: nn.Module, he: HEModel, x: torch.Tensor) -> None:
         raise ModelError("the traced layer chain does not reproduce the model's outputs; is forward a plain chain?")
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 def finetune(
-    he: HEModel,
+    he: M,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -416,8 +419,12 @@ def finetune(
     lr: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
-) -> HEModel:
-    """Fine-tune ``he`` in place on ``(x, y)`` with Adam (polynomial coefficients fixed); returns it in eval mode."""
+) -> M:
+    """Train ``he`` in place on ``(x, y)`` with Adam, cross-entropy, shuffled by ``seed``; returns it in eval mode.
+
+    Used to fine-tune an HE model after conversion (polynomial coefficients are buffers, so they stay fixed); any
+    classifier trains the same way (the benchmarks and tests train their ReLU models with it).
+    """
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise ConfigError("epochs must be >= 0, batch_size >= 1 and lr > 0")
     if len(x) != len(y) or len(x) == 0:
