@@ -279,7 +279,7 @@ def read_lock(path: str | os.PathLike[str], _data: dict[str, Any] | None = None)
         version = entry.get("version")
         if not _auditable(name, version, where, skipped, " in lock entry"):
             continue
-        packages.append(Package(name, version, where))
+        packages.append(Package(name, str(version), where))
     return Inventory(tuple(packages), tuple(skipped))
 
 
