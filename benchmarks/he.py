@@ -3,7 +3,8 @@
 W1: 64-32-10 MLP on digits (standard split). W2: 2-conv, 2-dense CNN on 28x28 MNIST (``../shared/data/mnist``,
 first 8,000 to train, last 2,000 to test). All times are process CPU time (``time.process_time``), medians.
 
-    .venv/bin/python benchmarks/he.py [--quick] [--workload w1|w2|all] [--out benchmarks/results/he.json]
+    .venv/bin/python benchmarks/he.py [--quick] [--workload w1|w2|all] [--concrete-python /tmp/cml/bin/python]
+        [--out benchmarks/results/he.json]
 """
 
 from __future__ import annotations
@@ -306,7 +307,30 @@ def w1(args) -> dict:
     res["accuracy_he_plaintext_same_images"] = accuracy(refx[:n_tut], yx[:n_tut])
     out["tenseal_tutorial"] = res
     log("W1 tenseal tutorial", res)
+    if args.concrete_python:
+        out["concrete_ml"] = concrete_ml(args.concrete_python, 3 if args.quick else args.concrete_samples)
+        log("W1 concrete-ml", out["concrete_ml"].get("fhe", out["concrete_ml"]))
     return out
+
+
+def concrete_ml(python: str, samples: int) -> dict:
+    """The Concrete-ML row in this same run: ``he_concrete.py`` under the interpreter of Concrete-ML's own venv
+    (it pins an older torch), its JSON merged here."""
+    import subprocess
+    import tempfile
+
+    script = Path(__file__).resolve().parent / "he_concrete.py"
+    with tempfile.TemporaryDirectory() as d:
+        dst = Path(d) / "concrete.json"
+        cmd = [python, str(script), "--samples", str(samples), "--out", str(dst)]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return {"error": repr(exc), "command": " ".join(cmd)}
+        if r.returncode != 0 or not dst.exists():
+            return {"error": (r.stderr or r.stdout).strip()[-500:], "command": " ".join(cmd)}
+        doc = json.loads(dst.read_text())
+    return {"command": " ".join(cmd), "versions": doc.get("versions"), **doc["w1"]}
 
 
 def w2(args) -> dict:
@@ -363,6 +387,8 @@ def main() -> None:
     ap.add_argument("--w2-epochs", type=int, default=10)
     ap.add_argument("--w2-samples", type=int, default=200, help="W2 test images evaluated encrypted (256 MB key plan)")
     ap.add_argument("--w2-default-samples", type=int, default=50, help="W2 test images, plan with the default key budget")
+    ap.add_argument("--concrete-python", default=None, help="W1: also run Concrete-ML (he_concrete.py) with this interpreter, in this run")
+    ap.add_argument("--concrete-samples", type=int, default=20, help="W1 images run under Concrete-ML (slow)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -141,15 +141,15 @@ class Header:
         return [f"{w.get('kind')}:{w.get('key_id')}" for w in self.wraps]
 
 
-def _encode_header(meta: dict[str, Any], meta_mac: str, wraps: Sequence[dict[str, Any]]) -> bytes:
+def _encode_header(meta: dict[str, Any], meta_mac: str, wraps: Sequence[dict[str, Any]]) -> tuple[bytes, Header]:
+    """The header's bytes, and the header as a reader parses them (what is written must read back)."""
     if not 1 <= len(wraps) <= MAX_WRAPS:
         raise InputError(f"a file holds 1 to {MAX_WRAPS} key wraps, not {len(wraps)}")
     body = json.dumps({"meta": meta, "meta_mac": meta_mac, "wraps": list(wraps)}, sort_keys=True).encode()
     if len(body) > MAX_HEADER:
         raise InputError("too many key wraps: the header would exceed its size limit")
     out = MAGIC + struct.pack(">I", len(body)) + body
-    read_header(io.BytesIO(out), "the new header")  # what is written must read back
-    return out
+    return out, read_header(io.BytesIO(out), "the new header")
 
 
 def is_encrypted(head: bytes) -> bool:
@@ -278,7 +278,7 @@ def encrypt_stream(
     chunk_key, mac_key = _subkeys(dek)
     wraps = [k.wrap(dek, _context(meta, digest)) for k in keys]
     mac = hmac.new(mac_key, digest, hashlib.sha256).hexdigest()
-    out = _encode_header(meta, mac, wraps)
+    out, header = _encode_header(meta, mac, wraps)
     def write(b: bytes | memoryview) -> None:
         if on_write is not None:
             on_write(b)  # type: ignore[arg-type]
@@ -299,7 +299,7 @@ def encrypt_stream(
             write(aead.encrypt(_nonce(i), bytes(inview[:k]), _aad(digest, i, n)))
     if src.read(1):
         raise InputError("the input file grew while it was read")
-    return read_header(io.BytesIO(out))
+    return header
 
 
 def iter_decrypt(f: IO[bytes], keys: Sequence[KeySource], name: str = "file") -> Iterator[bytes | memoryview]:
@@ -530,7 +530,7 @@ def rewrap_file(
             wraps = list(header.wraps) + wraps
         out = _AtomicOutput(path)
         try:
-            out.f.write(_encode_header(header.meta, header.meta_mac, wraps))
+            out.f.write(_encode_header(header.meta, header.meta_mac, wraps)[0])
             remaining = header.ciphertext_size()
             while remaining:
                 block = fin.read(min(remaining, 8 << 20))
